@@ -1,0 +1,59 @@
+"""The ``se-zoo`` command line. Each subcommand parses its arguments here and delegates to its module."""
+import argparse
+import sys
+from typing import List, Optional
+
+
+def _list(args: argparse.Namespace) -> int:
+    from . import list_models
+    for name in list_models(args.filter, pretrained=args.pretrained):
+        print(name)
+    return 0
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('list', help='list se_zoo models')
+    p.add_argument('filter', nargs='?', default='', help="wildcard filter, e.g. 'se_resnet*'")
+    p.add_argument('--pretrained', action='store_true', help='list arch.tag names with published weights')
+    p.set_defaults(run=_list)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .profile import profile_model
+    prof = profile_model(args.name)
+    c, h, w = prof.input_size
+    print(f'{prof.name}  (input {c}x{h}x{w})')
+    print(f'  params        {prof.params / 1e6:.3f} M   SE share {100 * prof.se_param_share:.2f}%')
+    print(f'  GMACs         {prof.gmacs:.3f}     SE share {100 * prof.se_flop_share:.3f}%')
+    print(f'  weights       {"published" if prof.has_weights else "none published"}')
+    print('  features      ' + '  '.join(f'{f["module"]}: {f["num_chs"]}ch /{f["reduction"]}' for f in prof.features))
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('info', help='params, GMACs, SE share and feature maps of a model')
+    p.add_argument('name', help='model name, e.g. se_resnet50')
+    p.set_defaults(run=_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``se-zoo`` argument parser."""
+    parser = argparse.ArgumentParser(prog='se-zoo', description='Squeeze-and-Excitation networks for timm.')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    for add in (_add_list, _add_info):
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``se-zoo``; errors a user can act on are printed without a traceback and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f'se-zoo {args.command}: error: {e}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

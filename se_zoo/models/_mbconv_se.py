@@ -1,0 +1,35 @@
+"""Adapt se_zoo's SE keywords to the ``se_layer`` contract of timm's EfficientNetBuilder.
+
+The builder calls ``se_layer(chs, rd_ratio=arch_ratio / exp_ratio, act_layer=block_act)`` where
+``arch_ratio`` is the ``_se`` value written in the architecture string. se_zoo states the reduction
+as the paper's ``r`` instead, so the builder's ratio is rescaled by ``(1 / r) / arch_ratio``.
+"""
+from typing import Any, Callable, Optional
+
+import torch.nn as nn
+
+from ..squeeze_excite import SqueezeExcite, se_layer_from_kwargs
+
+__all__ = ['mbconv_se_layer']
+
+
+def mbconv_se_layer(arch_ratio: float, default_r: float, force_act: Optional[Any] = None,
+                    **se_kwargs: Any) -> Callable[..., nn.Module]:
+    """An SE factory for timm's EfficientNetBuilder built from se_zoo's SE keywords.
+
+    Args:
+        arch_ratio: The SE ratio written in the family's architecture strings.
+        default_r: The family's reduction ratio when the user gives no ``r``.
+        force_act: Inner activation to use instead of the block's (MobileNetV3 forces ReLU).
+        **se_kwargs: The user's SE keywords (``SE_KWARGS``).
+    """
+    r = se_kwargs.pop('r', default_r)
+    force_act = se_kwargs.get('se_act') or force_act
+    make_se = se_layer_from_kwargs(r=r, **se_kwargs)
+    scale = (1. / r) / arch_ratio
+
+    def se_layer(channels: int, rd_ratio: float = arch_ratio, act_layer: Any = None, **kwargs: Any) -> SqueezeExcite:
+        act = force_act or act_layer
+        return make_se(channels, rd_ratio=rd_ratio * scale, **({'act_layer': act} if act is not None else {}), **kwargs)
+
+    return se_layer

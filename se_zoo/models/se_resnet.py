@@ -1,0 +1,224 @@
+"""SE-ResNet and SE-ResNeXt (Hu et al., arXiv:1709.01507) on timm's ResNet.
+
+The network, stem, stages, heads and feature API are timm's ``ResNet``; se_zoo contributes the residual
+blocks, which carry one ``SqueezeExcite`` at a selectable placement. Layout is ResNet-B (stride on the
+3x3 conv), and with the default keywords the state_dict is key-for-key that of timm's ``seresnet*`` /
+``seresnext*``, so their weights load as they are.
+
+SE keywords accepted by every entrypoint (the paper's ablation space):
+    r: reduction ratio (default 16); rd_divisor: round the reduced width to a multiple of this (8);
+    squeeze: 'avg' | 'max' | 'avgmax'; gate: 'sigmoid' | 'hard_sigmoid' | 'tanh' | 'relu';
+    se_act: inner activation ('relu'); se_bias: FC bias (True);
+    placement: 'standard' | 'pre' | 'post' | 'identity' (paper Fig. 5);
+    se_stages: which of the four stages (1..4, timm's layer1..layer4) carry SE (all).
+"""
+from functools import partial
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
+
+import torch
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from ..squeeze_excite import SqueezeExcite, pop_se_kwargs, se_layer_from_kwargs
+from ..weights import published_cfgs
+
+__all__ = ['SEBasicBlock', 'SEBottleneck', 'PLACEMENTS']
+
+PLACEMENTS = ('standard', 'pre', 'post', 'identity')
+NUM_STAGES = 4
+
+
+class _SEResidualMixin:
+    """SE placement around a timm residual block, shared by the basic and bottleneck variants.
+
+    standard: SE on the residual branch, after its last BN, before the add (the paper's default);
+    pre: SE on the block input, feeding the residual branch only; post: SE after the add, before the
+    final activation; identity: SE on the shortcut, in parallel with the residual branch.
+    """
+
+    def _init_se(self, inplanes: int, outplanes: int, se_layer: Optional[Callable[..., SqueezeExcite]],
+                 placement: str, dd: Dict[str, Any]) -> None:
+        if placement not in PLACEMENTS:
+            raise ValueError(f'placement={placement!r} is not supported; allowed values are {", ".join(PLACEMENTS)}')
+        self.placement = placement
+        self.se = se_layer(inplanes if placement == 'pre' else outplanes, **dd) if se_layer is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        if self.se is not None and self.placement == 'pre':
+            x = self.se(x)
+        x = self._residual(x)
+        if self.se is not None and self.placement == 'standard':
+            x = self.se(x)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        if self.se is not None and self.placement == 'identity':
+            shortcut = self.se(shortcut)
+        x = x + shortcut
+        if self.se is not None and self.placement == 'post':
+            x = self.se(x)
+        return self._output_act(x)
+
+
+class SEBasicBlock(_SEResidualMixin, BasicBlock):
+    """timm's ``BasicBlock`` with a ``SqueezeExcite`` at a selectable placement."""
+
+    def __init__(
+            self,
+            inplanes: int,
+            planes: int,
+            *args: Any,
+            se_layer: Optional[Callable[..., SqueezeExcite]] = None,
+            placement: str = 'standard',
+            device=None,
+            dtype=None,
+            **kwargs: Any,
+    ) -> None:
+        super().__init__(inplanes, planes, *args, device=device, dtype=dtype, **kwargs)
+        self._init_se(inplanes, planes * self.expansion, se_layer, placement, {'device': device, 'dtype': dtype})
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.drop_block(x)
+        x = self.act1(x)
+        x = self.aa(x)
+        x = self.conv2(x)
+        return self.bn2(x)
+
+    def _output_act(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(x)
+
+
+
+class SEBottleneck(_SEResidualMixin, Bottleneck):
+    """timm's ``Bottleneck`` with a ``SqueezeExcite`` at a selectable placement."""
+
+    def __init__(
+            self,
+            inplanes: int,
+            planes: int,
+            *args: Any,
+            se_layer: Optional[Callable[..., SqueezeExcite]] = None,
+            placement: str = 'standard',
+            device=None,
+            dtype=None,
+            **kwargs: Any,
+    ) -> None:
+        super().__init__(inplanes, planes, *args, device=device, dtype=dtype, **kwargs)
+        self._init_se(inplanes, planes * self.expansion, se_layer, placement, {'device': device, 'dtype': dtype})
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.act1(x)
+        x = self.conv2(x)
+        x = self.bn2(x)
+        x = self.drop_block(x)
+        x = self.act2(x)
+        x = self.aa(x)
+        x = self.conv3(x)
+        return self.bn3(x)
+
+    def _output_act(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act3(x)
+
+
+def _stage_blocks(block_cls: Type[nn.Module], se_layer: Callable[..., SqueezeExcite],
+                  se_stages: Sequence[int]) -> Tuple[Callable[..., nn.Module], ...]:
+    # timm's ResNet takes one block callable per stage and reads `.expansion` from it.
+    blocks = []
+    for stage in range(1, NUM_STAGES + 1):
+        block = partial(block_cls, se_layer=se_layer if stage in se_stages else None)
+        block.expansion = block_cls.expansion
+        blocks.append(block)
+    return tuple(blocks)
+
+
+def _check_stages(se_stages: Any) -> Tuple[int, ...]:
+    allowed = tuple(range(1, NUM_STAGES + 1))
+    if isinstance(se_stages, int) or not all(isinstance(s, int) and s in allowed for s in se_stages):
+        raise ValueError(f'se_stages={se_stages!r} must be a sequence of stage indices from {allowed} '
+                         f'(stage i is timm\'s layer{{i}})')
+    return tuple(se_stages)
+
+
+def _create_se_resnet(variant: str, block: Type[nn.Module], pretrained: bool = False, **kwargs: Any) -> ResNet:
+    se_layer = se_layer_from_kwargs(**pop_se_kwargs(kwargs))
+    se_stages = _check_stages(kwargs.pop('se_stages', tuple(range(1, NUM_STAGES + 1))))
+    block_args = dict(kwargs.pop('block_args', None) or {}, placement=kwargs.pop('placement', 'standard'))
+    return build_model_with_cfg(
+        ResNet, variant, pretrained, block=_stage_blocks(block, se_layer, se_stages), block_args=block_args, **kwargs)
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bilinear',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'conv1', 'classifier': 'fc',
+        'license': 'apache-2.0', 'paper_ids': 'arXiv:1709.01507',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(published_cfgs({
+    'se_resnet18': _cfg(),
+    'se_resnet34': _cfg(),
+    'se_resnet50': _cfg(),
+    'se_resnet101': _cfg(),
+    'se_resnet152': _cfg(),
+    'se_resnext50_32x4d': _cfg(),
+    'se_resnext101_32x4d': _cfg(),
+}, _cfg))
+
+
+@register_model
+def se_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNet-18: basic blocks (2, 2, 2, 2) with SE."""
+    model_args = dict(layers=(2, 2, 2, 2))
+    return _create_se_resnet('se_resnet18', SEBasicBlock, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def se_resnet34(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNet-34: basic blocks (3, 4, 6, 3) with SE."""
+    model_args = dict(layers=(3, 4, 6, 3))
+    return _create_se_resnet('se_resnet34', SEBasicBlock, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def se_resnet50(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNet-50: bottleneck blocks (3, 4, 6, 3) with SE, the paper's headline model."""
+    model_args = dict(layers=(3, 4, 6, 3))
+    return _create_se_resnet('se_resnet50', SEBottleneck, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def se_resnet101(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNet-101: bottleneck blocks (3, 4, 23, 3) with SE."""
+    model_args = dict(layers=(3, 4, 23, 3))
+    return _create_se_resnet('se_resnet101', SEBottleneck, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def se_resnet152(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNet-152: bottleneck blocks (3, 8, 36, 3) with SE."""
+    model_args = dict(layers=(3, 8, 36, 3))
+    return _create_se_resnet('se_resnet152', SEBottleneck, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def se_resnext50_32x4d(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNeXt-50 32x4d: grouped bottlenecks (3, 4, 6, 3), cardinality 32, base width 4, with SE."""
+    model_args = dict(layers=(3, 4, 6, 3), cardinality=32, base_width=4)
+    return _create_se_resnet('se_resnext50_32x4d', SEBottleneck, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def se_resnext101_32x4d(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNeXt-101 32x4d: grouped bottlenecks (3, 4, 23, 3), cardinality 32, base width 4, with SE."""
+    model_args = dict(layers=(3, 4, 23, 3), cardinality=32, base_width=4)
+    return _create_se_resnet('se_resnext101_32x4d', SEBottleneck, pretrained, **dict(model_args, **kwargs))

@@ -1,0 +1,63 @@
+"""Size and cost of a model: parameters, FLOPs (torch.utils.flop_counter), SE share, feature maps."""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import timm
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .squeeze_excite import SqueezeExcite
+
+__all__ = ['ModelProfile', 'profile_model']
+
+
+@dataclass
+class ModelProfile:
+    """What ``se-zoo info`` reports. GMACs are FLOPs / 2 (one multiply-add = 2 FLOPs)."""
+    name: str
+    input_size: Tuple[int, int, int]
+    params: int
+    se_params: int
+    gmacs: float
+    se_gmacs: float
+    features: List[Dict[str, Any]] = field(default_factory=list)
+    has_weights: bool = False
+
+    @property
+    def se_param_share(self) -> float:
+        return self.se_params / self.params
+
+    @property
+    def se_flop_share(self) -> float:
+        return self.se_gmacs / self.gmacs
+
+
+def profile_model(name: str, input_size: Optional[Tuple[int, int, int]] = None, **kwargs: Any) -> ModelProfile:
+    """Build ``name`` with random weights and measure it at its default input size (or ``input_size``).
+
+    FLOPs come from ``torch.utils.flop_counter``, which counts convolutions and matrix products; SE's
+    pooling and channel multiply are element-wise and not counted, as in the paper's and timm's figures.
+    """
+    model = timm.create_model(name, **kwargs).eval()
+    input_size = tuple(input_size or model.pretrained_cfg['input_size'])
+    se_modules = {n for n, m in model.named_modules() if isinstance(m, SqueezeExcite)}
+    params = sum(p.numel() for p in model.parameters())
+    se_params = sum(p.numel() for n, m in model.named_modules() if n in se_modules for p in m.parameters())
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, *input_size))
+    per_module = counter.get_flop_counts()
+    total = sum(per_module.get('Global', {}).values())
+    # get_flop_counts() keys modules by their fully qualified name, prefixed with the root's class name.
+    root = type(model).__name__
+    se_flops = sum(sum(per_module.get(f'{root}.{n}', {}).values()) for n in se_modules)
+    return ModelProfile(
+        name=name,
+        input_size=input_size,
+        params=params,
+        se_params=se_params,
+        gmacs=total / 2e9,
+        se_gmacs=se_flops / 2e9,
+        features=[dict(module=f['module'], num_chs=f['num_chs'], reduction=f['reduction']) for f in model.feature_info],
+        has_weights=bool(timm.list_pretrained(name + '.*')),
+    )

@@ -1,0 +1,138 @@
+"""The one Squeeze-and-Excitation layer that every se_zoo family uses.
+
+Hu et al., "Squeeze-and-Excitation Networks" (arXiv:1709.01507): squeeze each channel to one number,
+excite with a small bottleneck MLP, and rescale the channels with the resulting gate.
+"""
+from functools import partial
+from typing import Any, Callable, Dict, Optional, Type, Union
+
+import torch
+import torch.nn as nn
+from timm.layers import SelectAdaptivePool2d, create_act_layer, make_divisible
+
+__all__ = ['SqueezeExcite', 'se_layer_from_kwargs', 'pop_se_kwargs', 'SE_KWARGS', 'SQUEEZE_TYPES', 'GATE_TYPES', 'ACT_TYPES']
+
+SQUEEZE_TYPES = ('avg', 'max', 'avgmax')
+GATE_TYPES = ('sigmoid', 'hard_sigmoid', 'tanh', 'relu')
+ACT_TYPES = ('relu', 'relu6', 'silu', 'swish', 'hard_swish', 'gelu', 'leaky_relu', 'mish')
+
+LayerSpec = Union[str, Type[nn.Module]]
+
+# The SE keywords every se_zoo entrypoint accepts (see se_layer_from_kwargs).
+SE_KWARGS = ('r', 'rd_divisor', 'squeeze', 'gate', 'se_act', 'se_bias')
+
+# timm's EfficientNet/MobileNetV3 blocks name the two excitation convs conv_reduce/conv_expand, its
+# SEModule (ResNet family) fc1/fc2; se_zoo uses fc1/fc2 everywhere and accepts the other spelling on load.
+_TIMM_EFFNET_ALIASES = {'conv_reduce.': 'fc1.', 'conv_expand.': 'fc2.'}
+
+
+def _check_choice(name: str, value: Any, allowed: tuple) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f'{name}={value!r} is not supported; allowed values are {", ".join(allowed)}')
+
+
+def _check_layer(name: str, value: LayerSpec, allowed: tuple) -> None:
+    if isinstance(value, type) and issubclass(value, nn.Module):
+        return
+    _check_choice(name, value, allowed)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation: ``x * gate(fc2(act(fc1(squeeze(x)))))``.
+
+    Args:
+        channels: Channels of the feature map being reweighted.
+        rd_ratio: Reduced width as a fraction of ``channels`` (the paper's 1/r).
+        rd_channels: Explicit reduced width; overrides ``rd_ratio``.
+        rd_divisor: Round the reduced width to a multiple of this (1: round to the nearest integer).
+        round_limit: Round up by one more ``rd_divisor`` when rounding lost more than this fraction
+            (timm's ``make_divisible``; MobileNetV3 uses 0.9).
+        squeeze: Squeeze operator, one of ``SQUEEZE_TYPES``.
+        gate: Excitation gate, one of ``GATE_TYPES`` (``'relu'`` is the paper's ablation).
+        act_layer: Activation between the two FC layers: a name from ``ACT_TYPES`` or an nn.Module class.
+        bias: Whether the FC layers have a bias.
+
+    The FC layers are 1x1 convolutions so that the layer works on NCHW and channels_last input alike.
+    """
+
+    def __init__(
+            self,
+            channels: int,
+            rd_ratio: float = 1. / 16,
+            rd_channels: Optional[int] = None,
+            rd_divisor: int = 8,
+            round_limit: float = 0.,
+            squeeze: str = 'avg',
+            gate: LayerSpec = 'sigmoid',
+            act_layer: LayerSpec = 'relu',
+            bias: bool = True,
+            device=None,
+            dtype=None,
+    ) -> None:
+        super().__init__()
+        _check_choice('squeeze', squeeze, SQUEEZE_TYPES)
+        _check_layer('gate', gate, GATE_TYPES)
+        _check_layer('act_layer', act_layer, ACT_TYPES)
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f'channels={channels!r} must be a positive integer')
+        if rd_channels is None:
+            if not rd_ratio > 0:
+                raise ValueError(f'rd_ratio={rd_ratio!r} must be > 0 (the reduction ratio r must be positive)')
+            if not isinstance(rd_divisor, int) or rd_divisor < 1:
+                raise ValueError(f'rd_divisor={rd_divisor!r} must be a positive integer')
+            rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=round_limit)
+        if not isinstance(rd_channels, int) or rd_channels < 1:
+            raise ValueError(f'rd_channels={rd_channels!r} must be a positive integer')
+        dd = {'device': device, 'dtype': dtype}
+        self.squeeze = SelectAdaptivePool2d(pool_type='fast' + squeeze, flatten=False)
+        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)
+        self.act = create_act_layer(act_layer, inplace=True)
+        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
+        self.gate = create_act_layer(gate)
+        self._register_load_state_dict_pre_hook(_rename_timm_effnet_keys)
+
+    def excite(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel gate, shape (N, C, 1, 1), for feature map ``x``."""
+        return self.gate(self.fc2(self.act(self.fc1(self.squeeze(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.excite(x)
+
+
+def _rename_timm_effnet_keys(state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        local = key[len(prefix):]
+        for alias, name in _TIMM_EFFNET_ALIASES.items():
+            if local.startswith(alias):
+                state_dict[prefix + name + local[len(alias):]] = state_dict.pop(key)
+
+
+def se_layer_from_kwargs(
+        r: float = 16,
+        rd_divisor: int = 8,
+        squeeze: str = 'avg',
+        gate: LayerSpec = 'sigmoid',
+        se_act: Optional[LayerSpec] = None,
+        se_bias: bool = True,
+        **extra: Any,
+) -> Callable[..., SqueezeExcite]:
+    """Turn the model-level SE keyword arguments into a ``SqueezeExcite`` factory.
+
+    ``r`` is the paper's reduction ratio (reduced width = channels / r); ``se_act`` is the inner activation
+    (``None`` keeps the family's default). The values are checked here, so a bad keyword fails before any
+    layer is built, with a message naming the argument.
+    """
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0:
+        raise ValueError(f'r={r!r} must be a positive number (the SE reduction ratio)')
+    _check_choice('squeeze', squeeze, SQUEEZE_TYPES)
+    _check_layer('gate', gate, GATE_TYPES)
+    if se_act is not None:
+        _check_layer('se_act', se_act, ACT_TYPES)
+        extra['act_layer'] = se_act
+    return partial(
+        SqueezeExcite, rd_ratio=1. / r, rd_divisor=rd_divisor, squeeze=squeeze, gate=gate, bias=se_bias, **extra)
+
+
+def pop_se_kwargs(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Remove the SE keywords (``SE_KWARGS``) from a model's kwargs and return them."""
+    return {name: kwargs.pop(name) for name in SE_KWARGS if name in kwargs}

@@ -1,0 +1,37 @@
+"""Shared fixtures. The Hub environment must be set before anything imports huggingface_hub (timm does)."""
+import os
+import tempfile
+
+# huggingface_hub reads these when first imported; every test session gets an empty cache of its own.
+os.environ['HF_HOME'] = tempfile.mkdtemp(prefix='se_zoo_hf_home_')
+os.environ.setdefault('NO_PROXY', '127.0.0.1,localhost')
+os.environ['HF_HUB_DISABLE_XET'] = '1'  # a test server cannot speak xet; real users keep it
+
+from typing import Callable, List  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+PHOTO_NAMES = ('chelsea', 'coffee', 'astronaut', 'rocket')
+
+
+@pytest.fixture(scope='session')
+def photos() -> List[Image.Image]:
+    """Four natural photos from skimage.data (a cat, a cup, a person, a rocket)."""
+    from skimage import data
+    return [Image.fromarray(getattr(data, name)()) for name in PHOTO_NAMES]
+
+
+@pytest.fixture(scope='session')
+def photo_batch(photos) -> Callable[..., torch.Tensor]:
+    """``photo_batch(size=224, model=None)``: the photos through timm's eval transform, as one batch."""
+    from timm.data import create_transform, resolve_data_config
+
+    def make(size: int = 224, model: torch.nn.Module = None) -> torch.Tensor:
+        config = resolve_data_config({}, model=model) if model is not None else resolve_data_config({})
+        config['input_size'] = (3, size, size)
+        transform = create_transform(**config)
+        return torch.stack([transform(p) for p in photos])
+
+    return make
