@@ -17,6 +17,7 @@ from timm.models.efficientnet import EfficientNet, _gen_efficientnet
 from ..squeeze_excite import pop_se_kwargs
 from ..weights import published_cfgs
 from ._mbconv_se import mbconv_se_layer
+from ._model_args import records_model_args
 
 # (channel multiplier, depth multiplier, resolution) from the EfficientNet paper.
 _SCALING = {
@@ -58,48 +59,56 @@ default_cfgs = generate_default_cfgs(published_cfgs(
 
 
 @register_model
+@records_model_args
 def se_efficientnet_b0(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B0 (224px)."""
     return _create_se_efficientnet('se_efficientnet_b0', pretrained, **kwargs)
 
 
 @register_model
+@records_model_args
 def se_efficientnet_b1(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B1 (240px)."""
     return _create_se_efficientnet('se_efficientnet_b1', pretrained, **kwargs)
 
 
 @register_model
+@records_model_args
 def se_efficientnet_b2(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B2 (260px)."""
     return _create_se_efficientnet('se_efficientnet_b2', pretrained, **kwargs)
 
 
 @register_model
+@records_model_args
 def se_efficientnet_b3(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B3 (300px)."""
     return _create_se_efficientnet('se_efficientnet_b3', pretrained, **kwargs)
 
 
 @register_model
+@records_model_args
 def se_efficientnet_b4(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B4 (380px)."""
     return _create_se_efficientnet('se_efficientnet_b4', pretrained, **kwargs)
 
 
 @register_model
+@records_model_args
 def se_efficientnet_b5(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B5 (456px)."""
     return _create_se_efficientnet('se_efficientnet_b5', pretrained, **kwargs)
 
 
 @register_model
+@records_model_args
 def se_efficientnet_b6(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B6 (528px)."""
     return _create_se_efficientnet('se_efficientnet_b6', pretrained, **kwargs)
 
 
 @register_model
+@records_model_args
 def se_efficientnet_b7(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B7 (600px)."""
     return _create_se_efficientnet('se_efficientnet_b7', pretrained, **kwargs)

@@ -25,6 +25,7 @@ from timm.models.mobilenetv3 import MobileNetV3, _create_mnv3
 from ..squeeze_excite import pop_se_kwargs
 from ..weights import published_cfgs
 from ._mbconv_se import mbconv_se_layer
+from ._model_args import records_model_args
 
 _V1_ARCH = [
     ['dsa_r1_k3_s1_c64_se0.0625'],
@@ -126,6 +127,7 @@ default_cfgs = generate_default_cfgs(published_cfgs({
 
 
 @register_model
+@records_model_args
 def se_mobilenet_v1_100(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-MobileNet (V1, width 1.0): the paper's SE-MobileNet, r=16."""
     return _gen_se_mobilenet('se_mobilenet_v1_100', _V1_ARCH, 1.0, num_features=0, default_r=16,
@@ -133,6 +135,7 @@ def se_mobilenet_v1_100(pretrained: bool = False, **kwargs: Any) -> EfficientNet
 
 
 @register_model
+@records_model_args
 def se_mobilenet_v2_050(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-MobileNetV2, width 0.5."""
     return _gen_se_mobilenet('se_mobilenet_v2_050', _V2_ARCH, 0.5, num_features=1280, default_r=4,
@@ -140,6 +143,7 @@ def se_mobilenet_v2_050(pretrained: bool = False, **kwargs: Any) -> EfficientNet
 
 
 @register_model
+@records_model_args
 def se_mobilenet_v2_100(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-MobileNetV2, width 1.0."""
     return _gen_se_mobilenet('se_mobilenet_v2_100', _V2_ARCH, 1.0, num_features=1280, default_r=4,
@@ -147,6 +151,7 @@ def se_mobilenet_v2_100(pretrained: bool = False, **kwargs: Any) -> EfficientNet
 
 
 @register_model
+@records_model_args
 def se_mobilenet_v2_140(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-MobileNetV2, width 1.4."""
     return _gen_se_mobilenet('se_mobilenet_v2_140', _V2_ARCH, 1.4, num_features=1280, default_r=4,
@@ -154,12 +159,14 @@ def se_mobilenet_v2_140(pretrained: bool = False, **kwargs: Any) -> EfficientNet
 
 
 @register_model
+@records_model_args
 def se_mobilenet_v3_large_100(pretrained: bool = False, **kwargs: Any) -> MobileNetV3:
     """SE-MobileNetV3-Large 1.0 (MobileNetV3's own SE, selectable)."""
     return _gen_se_mobilenet_v3('se_mobilenet_v3_large_100', _V3_LARGE_ARCH, 1280, pretrained, **kwargs)
 
 
 @register_model
+@records_model_args
 def se_mobilenet_v3_small_100(pretrained: bool = False, **kwargs: Any) -> MobileNetV3:
     """SE-MobileNetV3-Small 1.0 (MobileNetV3's own SE, selectable)."""
     return _gen_se_mobilenet_v3('se_mobilenet_v3_small_100', _V3_SMALL_ARCH, 1024, pretrained, **kwargs)

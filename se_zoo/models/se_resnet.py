@@ -23,6 +23,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..squeeze_excite import SqueezeExcite, pop_se_kwargs, se_layer_from_kwargs
 from ..weights import published_cfgs
+from ._model_args import records_model_args
 
 __all__ = ['SEBasicBlock', 'SEBottleneck', 'PLACEMENTS']
 
@@ -176,6 +177,7 @@ default_cfgs = generate_default_cfgs(published_cfgs({
 
 
 @register_model
+@records_model_args
 def se_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNet-18: basic blocks (2, 2, 2, 2) with SE."""
     model_args = dict(layers=(2, 2, 2, 2))
@@ -183,6 +185,7 @@ def se_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
+@records_model_args
 def se_resnet34(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNet-34: basic blocks (3, 4, 6, 3) with SE."""
     model_args = dict(layers=(3, 4, 6, 3))
@@ -190,6 +193,7 @@ def se_resnet34(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
+@records_model_args
 def se_resnet50(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNet-50: bottleneck blocks (3, 4, 6, 3) with SE, the paper's headline model."""
     model_args = dict(layers=(3, 4, 6, 3))
@@ -197,6 +201,7 @@ def se_resnet50(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
+@records_model_args
 def se_resnet101(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNet-101: bottleneck blocks (3, 4, 23, 3) with SE."""
     model_args = dict(layers=(3, 4, 23, 3))
@@ -204,6 +209,7 @@ def se_resnet101(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
+@records_model_args
 def se_resnet152(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNet-152: bottleneck blocks (3, 8, 36, 3) with SE."""
     model_args = dict(layers=(3, 8, 36, 3))
@@ -211,6 +217,7 @@ def se_resnet152(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
+@records_model_args
 def se_resnext50_32x4d(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNeXt-50 32x4d: grouped bottlenecks (3, 4, 6, 3), cardinality 32, base width 4, with SE."""
     model_args = dict(layers=(3, 4, 6, 3), cardinality=32, base_width=4)
@@ -218,6 +225,7 @@ def se_resnext50_32x4d(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
+@records_model_args
 def se_resnext101_32x4d(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNeXt-101 32x4d: grouped bottlenecks (3, 4, 23, 3), cardinality 32, base width 4, with SE."""
     model_args = dict(layers=(3, 4, 23, 3), cardinality=32, base_width=4)
