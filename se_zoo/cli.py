@@ -36,11 +36,31 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_info)
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_folder
+    commit = push_folder(args.folder, args.repo_id, revision=args.revision, commit_message=args.message,
+                         private=args.private, manifest_tag=args.tag)
+    print(commit)
+    return 0
+
+
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('push', help='publish a folder written by se_zoo.hub.save_folder to the Hugging Face Hub')
+    p.add_argument('folder', help='folder with model.safetensors, config.json and README.md')
+    p.add_argument('repo_id', help='Hub repo, ORG/NAME (created if missing)')
+    p.add_argument('--revision', default='main', help='branch to commit to (default: main)')
+    p.add_argument('--message', default=None, help='commit message')
+    p.add_argument('--private', action='store_true', help='create the repo private')
+    p.add_argument('--tag', default=None,
+                   help='record the weight as ARCH.TAG in the weights manifest, pinned to the new commit')
+    p.set_defaults(run=_push)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``se-zoo`` argument parser."""
     parser = argparse.ArgumentParser(prog='se-zoo', description='Squeeze-and-Excitation networks for timm.')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    for add in (_add_list, _add_info):
+    for add in (_add_list, _add_info, _add_push):
         add(sub)
     return parser
 
