@@ -35,3 +35,26 @@ def photo_batch(photos) -> Callable[..., torch.Tensor]:
         return torch.stack([transform(p) for p in photos])
 
     return make
+
+
+def _randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.weight.copy_(0.5 + 0.5 * torch.rand(n, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+    return model
+
+
+@pytest.fixture(scope='session')
+def randomize_batchnorm() -> Callable[..., torch.nn.Module]:
+    """``randomize_batchnorm(model, seed=0)``: non-trivial BN affine parameters and running statistics, in place.
+
+    A freshly built network has every BN at identity statistics, and timm zero-initialises the last BN of
+    each residual branch, which would hide the SE path from any comparison of outputs.
+    """
+    return _randomize_batchnorm
