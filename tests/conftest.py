@@ -6,6 +6,16 @@ import tempfile
 os.environ['HF_HOME'] = tempfile.mkdtemp(prefix='se_zoo_hf_home_')
 os.environ.setdefault('NO_PROXY', '127.0.0.1,localhost')
 os.environ['HF_HUB_DISABLE_XET'] = '1'  # a test server cannot speak xet; real users keep it
+os.environ['HF_HUB_DISABLE_TELEMETRY'] = '1'
+os.environ.pop('HF_HUB_OFFLINE', None)
+os.environ.pop('HF_TOKEN', None)
+os.environ.pop('SE_ZOO_WEIGHTS_MANIFEST', None)  # tests that publish point se_zoo at a manifest of their own
+
+# The test Hub (tests/hub_server.py) listens on a port reserved now, so HF_ENDPOINT can name it before import.
+from hub_server import HubServer, reserve_socket  # noqa: E402
+
+_HUB_SOCKET = reserve_socket()
+os.environ['HF_ENDPOINT'] = 'http://{}:{}'.format(*_HUB_SOCKET.getsockname()[:2])
 
 from typing import Callable, List  # noqa: E402
 
@@ -58,3 +68,11 @@ def randomize_batchnorm() -> Callable[..., torch.nn.Module]:
     each residual branch, which would hide the SE path from any comparison of outputs.
     """
     return _randomize_batchnorm
+
+
+@pytest.fixture(scope='session')
+def hub_server() -> 'HubServer':
+    """The in-process Hub that HF_ENDPOINT points at (started on first use, for the whole session)."""
+    server = HubServer(_HUB_SOCKET).start()
+    yield server
+    server.stop()

@@ -1,0 +1,285 @@
+"""Fetch pretrained weights from the Hugging Face Hub and verify them before a single tensor is loaded.
+
+How this plugs into timm
+------------------------
+timm loads Hub weights inside ``build_model_with_cfg`` -> ``load_pretrained`` -> ``load_state_dict_from_hf``,
+which downloads with ``hf_hub_download`` and loads at once: the Hub client checks only the size of a download,
+so a corrupted or tampered file of the right size would be loaded silently. se_zoo therefore resolves the weight
+source one step earlier, in its model entrypoints (``se_zoo.models._model_args``), when ``pretrained=True``:
+
+1. timm's own ``resolve_pretrained_cfg`` gives the cfg timm would use: a manifest cfg
+   (``hf_hub_id='ORG/NAME@<commit>'``) or, for ``timm.create_model('hf-hub:ORG/NAME')``, the cfg timm read
+   from the repo's config.json.
+2. ``fetch_weights`` downloads the file with ``hf_hub_download`` (so the Hub cache, file locks, progress bar,
+   ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` all apply) and checks its sha256: against the manifest
+   for published se_zoo weights, else against the sha256 the Hub reported for the LFS file (the cache names each
+   blob by the ETag the Hub sent, which is the LFS sha256). A mismatch removes the cached copy and raises.
+3. The verified cache path becomes the cfg's ``file`` (``source='file'``), and timm loads it as it loads any
+   local weight file: safetensors via ``safetensors.torch.load_file``, then its usual classifier / ``in_chans``
+   adaptation and strict ``load_state_dict``.
+
+So timm does all the loading; se_zoo only decides *which file* and vouches for it. No timm function is patched.
+
+Pickle checkpoints (``pytorch_model.bin``, ``*.pth``) are never downloaded or unpickled unless the caller
+asks for it with ``with se_zoo.hub_fetch.allow_pickle(): ...``; they are then loaded by timm with
+``torch.load(weights_only=True)``.
+"""
+import dataclasses
+import os
+import re
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
+
+from .weights import file_sha256, find_published
+
+__all__ = [
+    'SAFE_WEIGHTS_NAME', 'WeightsError', 'HubUnreachableError', 'WeightsNotFoundError', 'ChecksumMismatchError',
+    'TruncatedDownloadError', 'PickleRefusedError', 'allow_pickle', 'fetch_weights', 'verified_pretrained_kwargs',
+]
+
+SAFE_WEIGHTS_NAME = 'model.safetensors'
+PICKLE_SUFFIXES = ('.bin', '.pth', '.pt', '.ckpt', '.pkl', '.pth.tar')
+# What timm falls back to when a repo has no model.safetensors, in timm's order.
+_PICKLE_ALTERNATIVES = ('pytorch_model.bin', 'pytorch_model.pth', 'model.pth')
+_SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
+_GIT_SHA1_RE = re.compile(r'^[0-9a-f]{40}$')
+
+_pickle_allowed: ContextVar[bool] = ContextVar('se_zoo_pickle_allowed', default=False)
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights could not be fetched or verified; nothing was loaded."""
+
+
+class HubUnreachableError(WeightsError):
+    """The Hub could not be reached (or offline mode is on) and no cached copy exists."""
+
+
+class WeightsNotFoundError(WeightsError):
+    """The repo, revision or file does not exist on the Hub."""
+
+
+class ChecksumMismatchError(WeightsError):
+    """The downloaded file's sha256 is not the one expected; the cached copy was removed."""
+
+
+class TruncatedDownloadError(WeightsError):
+    """The download ended before the whole file arrived."""
+
+
+class PickleRefusedError(WeightsError):
+    """The weights exist only as a pickle, which se_zoo does not unpickle unless explicitly allowed."""
+
+
+@contextmanager
+def allow_pickle() -> Iterator[None]:
+    """Allow pickle checkpoints (``.bin``/``.pth``) from the Hub within this block, loaded with ``weights_only=True``.
+
+    Example::
+
+        with se_zoo.hub_fetch.allow_pickle():
+            model = timm.create_model('hf-hub:ORG/legacy_checkpoint', pretrained=True)
+    """
+    token = _pickle_allowed.set(True)
+    try:
+        yield
+    finally:
+        _pickle_allowed.reset(token)
+
+
+def _is_pickle(filename: str) -> bool:
+    return filename.endswith(PICKLE_SUFFIXES)
+
+
+def _where(repo_id: str, revision: Optional[str], filename: str) -> str:
+    return f'{filename} of {repo_id}@{revision or "main"}'
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+    return constants.ENDPOINT
+
+
+def _download(repo_id: str, filename: str, revision: Optional[str], cache_dir: Optional[Union[str, Path]]) -> Path:
+    """``hf_hub_download`` with its errors turned into ones that say what to do."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError, RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    from . import __version__
+    where = _where(repo_id, revision, filename)
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
+                                    library_name='se_zoo', library_version=__version__))
+    except RepositoryNotFoundError as e:
+        raise WeightsNotFoundError(f'repo {repo_id} not found on {_endpoint()} (or private: set HF_TOKEN)') from e
+    except RevisionNotFoundError as e:
+        raise WeightsNotFoundError(f'revision {revision!r} not found in {repo_id} on {_endpoint()}') from e
+    except RemoteEntryNotFoundError as e:
+        raise WeightsNotFoundError(f'{where} not found on {_endpoint()}') from e
+    except LocalEntryNotFoundError as e:
+        if constants.is_offline_mode():
+            raise HubUnreachableError(
+                f'HF_HUB_OFFLINE=1 is set and {where} is not in the Hub cache '
+                f'({cache_dir or constants.HF_HUB_CACHE}); unset HF_HUB_OFFLINE to download it once') from e
+        raise HubUnreachableError(
+            f'cannot reach the Hub at {_endpoint()} (HF_ENDPOINT) to fetch {where}, and no cached copy exists; '
+            'check the connection / HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use a populated cache') from e
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else 'an error'
+        raise WeightsError(f'the Hub at {_endpoint()} answered {status} for {where}; retry later') from e
+    except OSError as e:
+        if 'Consistency check failed' in str(e):
+            raise TruncatedDownloadError(f'the download of {where} was truncated ({e}); nothing was cached, '
+                                         'retry') from e
+        raise
+
+
+def _hub_reported_digest(path: Path) -> Tuple[str, str]:
+    """The digest the Hub reported for a cached file, as (algorithm, hex).
+
+    huggingface_hub stores each download as ``blobs/<etag>`` and the Hub's ETag of an LFS file is its sha256
+    (of a regular git file, its git blob sha1), so the blob's name is what the Hub vouched for, known offline too.
+    """
+    etag = Path(os.path.realpath(path)).name
+    if _SHA256_RE.match(etag):
+        return 'sha256', etag
+    if _GIT_SHA1_RE.match(etag):
+        return 'git-sha1', etag
+    raise ChecksumMismatchError(f'{path}: the Hub cache holds no digest for this file (blob name {etag!r}), '
+                                'so it cannot be verified')
+
+
+def _git_blob_sha1(path: Path) -> str:
+    import hashlib
+    h = hashlib.sha1(b'blob %d\0' % path.stat().st_size)
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _discard(path: Path) -> None:
+    """Remove a cached file (its snapshot link and the blob), so the next call downloads it again."""
+    blob = Path(os.path.realpath(path))
+    for p in (path, blob):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def fetch_weights(
+        repo_id: str,
+        *,
+        revision: Optional[str] = None,
+        filename: str = SAFE_WEIGHTS_NAME,
+        sha256: Optional[str] = None,
+        size: Optional[int] = None,
+        cache_dir: Optional[Union[str, Path]] = None,
+) -> Path:
+    """Download one weight file from the Hub (or take it from the cache) and verify it.
+
+    Args:
+        repo_id: ``ORG/NAME``.
+        revision: branch, tag or commit id; a commit id never follows a moved branch.
+        filename: the file in the repo; pickle files need ``allow_pickle()``.
+        sha256: the expected sha256 (from the manifest); if None, the sha256 the Hub reported for the file.
+        size: the expected size in bytes, if known.
+        cache_dir: the Hub cache to use instead of huggingface_hub's default.
+
+    Returns:
+        The path of the verified file in the Hub cache.
+
+    Raises:
+        PickleRefusedError, WeightsNotFoundError, HubUnreachableError, TruncatedDownloadError,
+        ChecksumMismatchError (the cached copy is removed first), WeightsError.
+    """
+    where = _where(repo_id, revision, filename)
+    if _is_pickle(filename) and not _pickle_allowed.get():
+        raise PickleRefusedError(
+            f'{where} is a pickle checkpoint; se_zoo loads safetensors only. If you trust the repo, load it '
+            'inside `with se_zoo.hub_fetch.allow_pickle():` (torch.load with weights_only=True)')
+    path = _download(repo_id, filename, revision, cache_dir)
+    if sha256 is not None:
+        algo, expected, against = 'sha256', sha256, 'the se_zoo weights manifest'
+    else:
+        (algo, expected), against = _hub_reported_digest(path), 'the digest the Hub reported'
+    actual_size = path.stat().st_size
+    actual = file_sha256(path) if algo == 'sha256' else _git_blob_sha1(path)
+    if actual != expected or (size is not None and actual_size != size):
+        _discard(path)
+        raise ChecksumMismatchError(
+            f'{where} failed verification against {against}: {algo} {actual} ({actual_size} bytes), expected '
+            f'{expected}' + (f' ({size} bytes)' if size is not None else '') +
+            '. The file is corrupted or was tampered with; nothing was loaded and the cached copy was removed, '
+            'so the next attempt downloads it again')
+    return path
+
+
+def _pickle_fallback(repo_id: str, revision: Optional[str], cache_dir: Optional[Union[str, Path]]) -> Optional[str]:
+    """The pickle checkpoint a repo without model.safetensors offers instead, if any."""
+    from huggingface_hub import HfApi, constants
+    if constants.is_offline_mode():
+        return None
+    for name in _PICKLE_ALTERNATIVES:
+        try:
+            if HfApi().file_exists(repo_id, name, revision=revision):
+                return name
+        except Exception:  # the original "not found" is the error worth reporting
+            return None
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    # model_args come back from JSON with lists where the caller may pass tuples.
+    norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def verified_pretrained_kwargs(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """The entrypoint kwargs for ``pretrained=True`` with the weight source replaced by a verified local file.
+
+    Called by every se_zoo entrypoint before the model is built (see the module docstring). Weights the caller
+    supplies directly (a cfg ``state_dict``, ``file`` or ``local-dir`` source) are left to timm. A manifest weight
+    also brings the architecture keywords it was trained with (``model_args``), as a Hub config.json does.
+    """
+    from timm.models import resolve_pretrained_cfg
+    kwargs = dict(kwargs)
+    cfg = resolve_pretrained_cfg(variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None))
+    if cfg.state_dict is not None or cfg.source == 'local-dir' or (cfg.file and cfg.source != 'hf-hub'):
+        kwargs['pretrained_cfg'] = cfg.to_dict()
+        return kwargs
+    if not cfg.hf_hub_id:
+        raise WeightsNotFoundError(
+            f'no pretrained weights are published for {variant} (se_zoo.list_models(pretrained=True) lists those '
+            f'that are); use pretrained=False, or load a repo with timm.create_model("hf-hub:ORG/NAME", pretrained=True)')
+    repo_id, _, revision = cfg.hf_hub_id.partition('@')
+    revision = revision or None
+    filename = cfg.hf_hub_filename or SAFE_WEIGHTS_NAME
+    sha256 = size = None
+    published = find_published(repo_id, revision, filename)
+    if published is not None:
+        name, entry = published
+        sha256, size = entry['sha256'], entry['size']
+        for key, value in (entry.get('model_args') or {}).items():
+            if key in kwargs and not _same(kwargs[key], value):
+                raise ValueError(f'{name} weights were trained with {key}={value!r}, not {key}={kwargs[key]!r}; '
+                                 f'drop {key} or use pretrained=False')
+            kwargs.setdefault(key, value)
+    cache_dir = kwargs.get('cache_dir')
+    try:
+        path = fetch_weights(repo_id, revision=revision, filename=filename, sha256=sha256, size=size,
+                             cache_dir=cache_dir)
+    except WeightsNotFoundError:
+        if cfg.hf_hub_filename:  # a file was named (manifest weights always name theirs): no substitute
+            raise
+        fallback = _pickle_fallback(repo_id, revision, cache_dir)
+        if fallback is None:
+            raise
+        path = fetch_weights(repo_id, revision=revision, filename=fallback, cache_dir=cache_dir)
+    kwargs['pretrained_cfg'] = dataclasses.replace(cfg, file=str(path), source='file').to_dict()
+    return kwargs
