@@ -121,6 +121,14 @@ def _download(repo_id: str, filename: str, revision: Optional[str], cache_dir: O
     except RemoteEntryNotFoundError as e:
         raise WeightsNotFoundError(f'{where} not found on {_endpoint()}') from e
     except LocalEntryNotFoundError as e:
+        # hf_hub_download reports a failed metadata request (and no cached copy) as LocalEntryNotFoundError,
+        # caused by what went wrong: an HTTP error status, or no connection at all.
+        status = getattr(getattr(e.__cause__, 'response', None), 'status_code', None)
+        if status is not None:
+            error = WeightsNotFoundError if status == 404 else WeightsError
+            raise error(f'the Hub at {_endpoint()} (HF_ENDPOINT) answered {status} for {where}, and no cached copy '
+                        'exists; ' + ('check that HF_ENDPOINT is a Hugging Face Hub' if status == 404 else
+                                      'retry later, or set HF_HUB_OFFLINE=1 to use a populated cache')) from e
         if constants.is_offline_mode():
             raise HubUnreachableError(
                 f'HF_HUB_OFFLINE=1 is set and {where} is not in the Hub cache '

@@ -1,0 +1,461 @@
+"""Publishing to and fetching from the Hub: the real huggingface_hub client against tests/hub_server.py.
+
+Every model here is randomly initialised (with non-trivial BatchNorm statistics) and published first, so a load
+that silently kept its own random init would show up as a different state_dict and different logits.
+"""
+import hashlib
+import json
+import multiprocessing
+import os
+import pickle
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, NamedTuple
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+from huggingface_hub import HfApi, constants
+
+import se_zoo
+from se_zoo import hub_fetch, weights
+from se_zoo.cli import main as cli_main
+from se_zoo.hub import push, push_folder, save_folder
+from se_zoo.hub_fetch import (
+    ChecksumMismatchError, HubUnreachableError, PickleRefusedError, TruncatedDownloadError, WeightsError,
+    WeightsNotFoundError,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# huggingface_hub's HTTP stack warns about its own way of uploading LFS bytes.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+
+
+class Published(NamedTuple):
+    name: str         # arch.tag in the manifest
+    repo_id: str
+    commit: str
+    model: torch.nn.Module
+    img_size: int
+
+
+# family -> (arch, constructor kwargs, image size for the logits check)
+FAMILIES = {
+    'resnet': ('se_resnet18', {}, 64),
+    'mobilenet': ('se_mobilenet_v3_small_100', {}, 64),
+    'efficientnet': ('se_efficientnet_b0', {}, 64),
+    'ablation': ('se_resnet18', {'r': 4, 'placement': 'post', 'se_stages': (2, 3, 4)}, 64),
+}
+
+
+def _unique(prefix: str) -> str:
+    return f'se-zoo-test/{prefix}-{uuid.uuid4().hex[:8]}'
+
+
+def _state_dicts_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope='module')
+def manifest(hub_server, tmp_path_factory):
+    """An empty manifest of this module's own, in force for the module; the shipped one is restored after."""
+    path = tmp_path_factory.mktemp('manifest') / 'manifest.json'
+    path.write_text('{}\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(weights.MANIFEST_ENV, str(path))
+        weights.register_published()
+        yield path
+    weights.register_published()
+
+
+@pytest.fixture(scope='module')
+def published(manifest, randomize_batchnorm) -> Dict[str, Published]:
+    """One randomly initialised model per family, published with a manifest tag."""
+    out = {}
+    for i, (family, (arch, kwargs, size)) in enumerate(FAMILIES.items()):
+        torch.manual_seed(i)
+        model = randomize_batchnorm(timm.create_model(arch, **kwargs), seed=i).eval()
+        repo_id = _unique(f'{arch}-{family}')
+        commit = push(model, repo_id, manifest_tag=f'test_{family}',
+                      model_card={'source': 'random init (test)', 'license': 'apache-2.0',
+                                  'datasets': ['imagenet-1k'], 'metrics': {'top1': 0.1}})
+        out[family] = Published(f'{arch}.test_{family}', repo_id, commit, model, size)
+    return out
+
+
+def _corrupt(path: Path) -> bytes:
+    """Flip bytes in the middle of a file in place, keeping its size; return the original content."""
+    original = path.read_bytes()
+    mid = len(original) // 2
+    path.write_bytes(original[:mid] + bytes(b ^ 0xFF for b in original[mid:mid + 64]) + original[mid + 64:])
+    return original
+
+
+@pytest.fixture
+def count_tensor_loads(monkeypatch):
+    """Count safetensors loads (timm's loader calls safetensors.torch.load_file)."""
+    calls = []
+    real = safetensors.torch.load_file
+    monkeypatch.setattr(safetensors.torch, 'load_file', lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
+# ---- publishing ------------------------------------------------------------------------------------------------
+
+def test_save_folder_writes_timm_config_and_card(tmp_path):
+    model = timm.create_model('se_resnet18', r=4, placement='post', num_classes=10)
+    save_folder(model, tmp_path, repo_id='org/demo', model_card={
+        'license': 'mit', 'datasets': ['fashion-mnist'], 'metrics': {'top1': 91.5}, 'source': 'unit test'})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    config = json.loads((tmp_path / 'config.json').read_text())
+    assert config['architecture'] == 'se_resnet18'
+    assert (config['num_classes'], config['num_features'], config['global_pool']) == (10, 512, 'avg')
+    assert config['model_args']['r'] == 4 and config['model_args']['placement'] == 'post'
+    assert config['pretrained_cfg']['num_classes'] == 10 and 'hf_hub_id' not in config['pretrained_cfg']
+    card = (tmp_path / 'README.md').read_text()
+    front = card.split('---')[1]
+    for line in ('library_name: timm', 'license: mit', '- fashion-mnist', '- timm', 'value: 91.5'):
+        assert line in front
+    assert "timm.create_model('hf-hub:org/demo', pretrained=True)" in card
+    loaded = safetensors.torch.load_file(tmp_path / 'model.safetensors')
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+
+
+def test_save_folder_bad_card_leaves_folder_untouched(tmp_path):
+    model = timm.create_model('se_mobilenet_v3_small_100')
+    save_folder(model, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match='dataset they were measured on'):
+        save_folder(timm.create_model('se_mobilenet_v3_small_100', num_classes=3), tmp_path,
+                    model_card={'metrics': {'top1': 1.0}})
+    with pytest.raises(ValueError, match='unknown model_card keys'):
+        save_folder(model, tmp_path, model_card={'licence': 'mit'})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_push_folder_refuses_unknown_architecture_and_mismatched_weights(hub_server, tmp_path):
+    model = timm.create_model('se_mobilenet_v3_small_100')
+    save_folder(model, tmp_path)
+    config = json.loads((tmp_path / 'config.json').read_text())
+    (tmp_path / 'config.json').write_text(json.dumps(dict(config, architecture='se_resnet_nope')))
+    with pytest.raises(ValueError, match="architecture 'se_resnet_nope'"):
+        push_folder(tmp_path, _unique('unknown-arch'))
+    (tmp_path / 'config.json').write_text(json.dumps(dict(config, model_args={'r': 8})))
+    with pytest.raises(ValueError, match='does not match se_mobilenet_v3_small_100'):
+        push_folder(tmp_path, _unique('mismatch'))
+
+
+def test_identical_push_creates_no_commit(hub_server):
+    model = timm.create_model('se_mobilenet_v3_small_100', num_classes=5)
+    repo_id = _unique('twice')
+    first = push(model, repo_id)
+    commits = len(hub_server.repos[repo_id].commits)
+    assert push(model, repo_id) == first
+    assert len(hub_server.repos[repo_id].commits) == commits
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)
+    assert push(model, repo_id) != first
+
+
+def test_publish_writes_pinned_manifest_entry(published, manifest):
+    entries = json.loads(manifest.read_text())
+    for family, pub in published.items():
+        entry = entries[pub.name]
+        assert entry['repo_id'] == pub.repo_id and entry['revision'] == pub.commit
+        blob = safetensors.torch.save({k: v.contiguous() for k, v in pub.model.state_dict().items()},
+                                      metadata={'format': 'pt'})
+        assert entry['sha256'] == hashlib.sha256(blob).hexdigest() and entry['size'] == len(blob)
+        assert entry['source'] == 'random init (test)' and entry['metrics'] == {'top1': 0.1}
+    assert entries[published['ablation'].name]['model_args'] == {'r': 4, 'placement': 'post', 'se_stages': [2, 3, 4]}
+    listed = timm.list_pretrained('se_*')
+    assert {p.name for p in published.values()} <= set(listed)
+    cfg = timm.models.get_pretrained_cfg(published['resnet'].name)
+    assert cfg.hf_hub_id == f'{published["resnet"].repo_id}@{published["resnet"].commit}'
+
+
+# ---- round trip ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_round_trip_manifest_and_hf_hub(family, published, photo_batch):
+    pub = published[family]
+    arch, kwargs, size = FAMILIES[family]
+    from_manifest = timm.create_model(pub.name, pretrained=True).eval()
+    from_hub = timm.create_model(f'hf-hub:{pub.repo_id}', pretrained=True).eval()
+    assert _state_dicts_equal(from_manifest, pub.model) and _state_dicts_equal(from_hub, pub.model)
+    # A load that kept a random init would differ: a fresh model of the same architecture does.
+    assert not _state_dicts_equal(timm.create_model(arch, **kwargs), pub.model)
+    head_args = ('in_chans', 'num_classes', 'global_pool')  # timm's config.json records these too
+    assert from_manifest.model_args == {k: v for k, v in from_hub.model_args.items() if k not in head_args}
+    if kwargs:
+        assert from_hub.model_args['placement'] == 'post' and from_hub.model_args['r'] == 4
+    x = photo_batch(size, pub.model)
+    with torch.no_grad():
+        expected = pub.model(x)
+        assert torch.equal(from_manifest(x), expected)
+        assert torch.equal(from_hub(x), expected)
+    assert from_manifest.pretrained_cfg['source'] == 'file'  # timm loaded the verified file
+
+
+def test_torch_hub_load_takes_the_verified_path(published):
+    pub = published['mobilenet']
+    model = torch.hub.load(str(REPO_ROOT), 'se_mobilenet_v3_small_100', source='local', pretrained=True,
+                           pretrained_cfg='test_mobilenet')
+    assert _state_dicts_equal(model, pub.model)
+
+
+def test_pinned_revision_does_not_follow_a_moved_branch(published):
+    pub = published['mobilenet']
+    moved = timm.create_model('se_mobilenet_v3_small_100')
+    new_commit = push(moved, pub.repo_id)
+    assert new_commit != pub.commit
+    assert _state_dicts_equal(timm.create_model(pub.name, pretrained=True), pub.model)
+    assert _state_dicts_equal(timm.create_model(f'hf-hub:{pub.repo_id}@{pub.commit}', pretrained=True), pub.model)
+    assert _state_dicts_equal(timm.create_model(f'hf-hub:{pub.repo_id}', pretrained=True), moved)
+
+
+def test_manifest_weights_bring_their_architecture_keywords(published):
+    pub = published['ablation']
+    assert timm.create_model(pub.name, pretrained=True).model_args['placement'] == 'post'
+    with pytest.raises(ValueError, match="placement='post'"):
+        timm.create_model(pub.name, pretrained=True, placement='pre')
+
+
+def test_no_published_weights_is_a_clear_error(manifest):
+    with pytest.raises(WeightsNotFoundError, match='no pretrained weights are published for se_resnet34'):
+        timm.create_model('se_resnet34', pretrained=True)
+
+
+# ---- faults ----------------------------------------------------------------------------------------------------
+
+def test_corrupted_cache_blob_is_refused_and_replaced(published, tmp_path, hub_server, count_tensor_loads):
+    pub = published['mobilenet']
+    path = hub_fetch.fetch_weights(pub.repo_id, revision=pub.commit, cache_dir=tmp_path)
+    blob = Path(os.path.realpath(path))
+    _corrupt(blob)
+    with pytest.raises(ChecksumMismatchError, match='manifest') as err:
+        timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path)
+    assert 'cached copy was removed' in str(err.value)
+    assert count_tensor_loads == [] and not blob.exists()
+    gets = hub_server.count('GET', f'{pub.repo_id}/resolve/.*/model.safetensors')
+    model = timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path)
+    assert _state_dicts_equal(model, pub.model)
+    assert hub_server.count('GET', f'{pub.repo_id}/resolve/.*/model.safetensors') == gets + 1
+
+
+@pytest.mark.parametrize('via', ['manifest', 'hf-hub'])
+def test_tampered_download_is_refused_then_good_load(via, published, tmp_path, hub_server, count_tensor_loads):
+    pub = published['resnet']
+    name = pub.name if via == 'manifest' else f'hf-hub:{pub.repo_id}'
+    good = hub_server.repos[pub.repo_id].commits[pub.commit]['model.safetensors'].data
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    with hub_server.tamper(pub.repo_id, 'model.safetensors', bytes(bad)):
+        with pytest.raises(ChecksumMismatchError, match='manifest' if via == 'manifest' else 'Hub reported'):
+            timm.create_model(name, pretrained=True, cache_dir=tmp_path)
+    assert count_tensor_loads == []
+    assert _state_dicts_equal(timm.create_model(name, pretrained=True, cache_dir=tmp_path), pub.model)
+
+
+def test_manifest_sha256_mismatch_is_refused(published, manifest, tmp_path):
+    pub = published['efficientnet']
+    entries = json.loads(manifest.read_text())
+    forged = dict(entries[pub.name], sha256=hashlib.sha256(b'something else').hexdigest())
+    bad_manifest = tmp_path / 'forged.json'
+    bad_manifest.write_text(json.dumps({pub.name: forged}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(weights.MANIFEST_ENV, str(bad_manifest))
+        with pytest.raises(ChecksumMismatchError, match='manifest'):
+            timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path)
+
+
+def test_manifest_refuses_unpinned_revision(tmp_path):
+    path = tmp_path / 'manifest.json'
+    path.write_text(json.dumps({'se_resnet18.x': {'repo_id': 'a/b', 'revision': 'main', 'filename': 'model.safetensors',
+                                                  'sha256': '0' * 64, 'size': 1}}))
+    with pytest.raises(ValueError, match='not a commit id'):
+        weights.load_manifest(path)
+
+
+@pytest.fixture
+def no_backoff_wait(monkeypatch):
+    """Record huggingface_hub's retry waits instead of sleeping them (it retries a 5xx 5 times, ~23 s in all)."""
+    import types
+    from huggingface_hub.utils import _http
+    waits = []
+    patched = {k: getattr(time, k) for k in dir(time) if not k.startswith('_')}
+    patched['sleep'] = waits.append
+    monkeypatch.setattr(_http, 'time', types.SimpleNamespace(**patched))
+    return waits
+
+
+@pytest.mark.parametrize('status', [500, 404])
+def test_server_error_is_clear(status, published, tmp_path, hub_server, no_backoff_wait):
+    pub = published['mobilenet']
+    with hub_server.fail(status, r'/resolve/'):
+        with pytest.raises(WeightsError) as err:
+            timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path)
+    message = str(err.value)
+    assert pub.repo_id in message and hub_server.endpoint in message
+    if status == 500:
+        assert 'answered 500' in message and len(no_backoff_wait) == 5  # the client did retry first
+    else:
+        assert 'answered 404' in message and isinstance(err.value, WeightsNotFoundError)
+    assert _state_dicts_equal(timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path), pub.model)
+
+
+def test_missing_repo_revision_and_file(published, tmp_path):
+    pub = published['mobilenet']
+    with pytest.raises(WeightsNotFoundError, match='repo se-zoo-test/nope not found'):
+        hub_fetch.fetch_weights('se-zoo-test/nope', cache_dir=tmp_path)
+    with pytest.raises(WeightsNotFoundError, match="revision 'v9' not found"):
+        hub_fetch.fetch_weights(pub.repo_id, revision='v9', cache_dir=tmp_path)
+    with pytest.raises(WeightsNotFoundError, match='weights.safetensors .* not found'):
+        hub_fetch.fetch_weights(pub.repo_id, filename='weights.safetensors', cache_dir=tmp_path)
+
+
+def test_truncated_download(published, tmp_path, hub_server):
+    pub = published['mobilenet']
+    with hub_server.truncate(pub.repo_id, 'model.safetensors', 1000):
+        with pytest.raises(TruncatedDownloadError, match='truncated'):
+            timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path)
+    assert _state_dicts_equal(timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path), pub.model)
+
+
+def test_offline_with_and_without_cache(published, tmp_path, hub_server, monkeypatch):
+    pub = published['efficientnet']
+    timm.create_model(pub.name, pretrained=True)  # populate the session cache
+    timm.create_model(f'hf-hub:{pub.repo_id}', pretrained=True)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    requests = len(hub_server.requests)
+    assert _state_dicts_equal(timm.create_model(pub.name, pretrained=True), pub.model)
+    assert _state_dicts_equal(timm.create_model(f'hf-hub:{pub.repo_id}', pretrained=True), pub.model)
+    assert len(hub_server.requests) == requests
+    start = time.monotonic()
+    with pytest.raises(HubUnreachableError, match='HF_HUB_OFFLINE=1 .* not in the Hub cache'):
+        timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path)
+    assert time.monotonic() - start < 5
+
+
+def test_unreachable_hub_names_endpoint_and_repo(published, tmp_path, monkeypatch, no_backoff_wait):
+    import socket
+    pub = published['mobilenet']
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(('127.0.0.1', 0))
+        dead = 'http://127.0.0.1:%d' % s.getsockname()[1]
+    # What HF_ENDPOINT=<dead> at import time would have set.
+    monkeypatch.setattr(constants, 'ENDPOINT', dead)
+    monkeypatch.setattr(constants, 'HUGGINGFACE_CO_URL_TEMPLATE', dead + '/{repo_id}/resolve/{revision}/{filename}')
+    with pytest.raises(HubUnreachableError) as err:
+        timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path)
+    message = str(err.value)
+    assert dead in message and 'HF_ENDPOINT' in message and 'HF_HUB_OFFLINE' in message and pub.repo_id in message
+    assert no_backoff_wait  # the client retried before giving up
+
+
+def _fetch_in_child(name: str, cache_dir: str, barrier, results) -> None:
+    barrier.wait()
+    torch.set_num_threads(1)
+    try:
+        results.put(_digest(timm.create_model(name, pretrained=True, cache_dir=cache_dir)))
+    except BaseException as e:  # report, never hang the parent
+        results.put(f'error: {e!r}')
+
+
+def test_eight_processes_share_one_download(published, tmp_path, hub_server):
+    pub = published['mobilenet']
+    ctx = multiprocessing.get_context('fork')  # children inherit the imported modules: no 8x torch import
+    barrier, results = ctx.Barrier(8), ctx.Queue()
+    gets = hub_server.count('GET', f'{pub.repo_id}/resolve/.*/model.safetensors')
+    procs = [ctx.Process(target=_fetch_in_child, args=(pub.name, str(tmp_path), barrier, results)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    digests = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert digests == [_digest(pub.model)] * 8
+    assert hub_server.count('GET', f'{pub.repo_id}/resolve/.*/model.safetensors') == gets + 1
+
+
+# ---- security --------------------------------------------------------------------------------------------------
+
+class _Payload:
+    """Unpickling this creates a marker file: proof that a pickle was executed."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _pickle_repo(tmp_path: Path, payload: object) -> str:
+    folder = tmp_path / 'folder'
+    save_folder(timm.create_model('se_mobilenet_v3_small_100', num_classes=4), folder)
+    (folder / 'model.safetensors').unlink()
+    (folder / 'pytorch_model.bin').write_bytes(pickle.dumps(payload, protocol=2))
+    repo_id = _unique('pickle')
+    api = HfApi()
+    api.create_repo(repo_id)
+    api.upload_folder(repo_id=repo_id, folder_path=folder)
+    return repo_id
+
+
+def test_pickle_is_never_unpickled_by_default(hub_server, tmp_path):
+    marker = tmp_path / 'pwned'
+    repo_id = _pickle_repo(tmp_path, _Payload(str(marker)))
+    with pytest.raises(PickleRefusedError, match='pytorch_model.bin .* pickle'):
+        timm.create_model(f'hf-hub:{repo_id}', pretrained=True, cache_dir=tmp_path / 'cache')
+    assert hub_server.count('GET', f'{repo_id}/resolve/.*/pytorch_model.bin') == 0  # not even downloaded
+    with hub_fetch.allow_pickle(), pytest.raises(RuntimeError, match='weights_only=True blocked'):
+        timm.create_model(f'hf-hub:{repo_id}', pretrained=True, cache_dir=tmp_path / 'cache')
+    assert not marker.exists()
+
+
+def test_allowed_pickle_loads_with_weights_only(hub_server, tmp_path):
+    source = timm.create_model('se_mobilenet_v3_small_100', num_classes=4)
+    buffer = tmp_path / 'sd.pt'
+    torch.save(source.state_dict(), buffer)
+    repo_id = _pickle_repo(tmp_path, None)
+    HfApi().upload_file(path_or_fileobj=str(buffer), path_in_repo='pytorch_model.bin', repo_id=repo_id)
+    with hub_fetch.allow_pickle():
+        model = timm.create_model(f'hf-hub:{repo_id}', pretrained=True, cache_dir=tmp_path / 'cache')
+    assert _state_dicts_equal(model, source)
+
+
+def test_unknown_architecture_in_hub_config(hub_server, tmp_path):
+    folder = save_folder(timm.create_model('se_mobilenet_v3_small_100'), tmp_path / 'folder')
+    config = json.loads((folder / 'config.json').read_text())
+    (folder / 'config.json').write_text(json.dumps(dict(config, architecture='se_resnet_nope')))
+    repo_id = _unique('unknown')
+    HfApi().create_repo(repo_id)
+    HfApi().upload_folder(repo_id=repo_id, folder_path=folder)
+    with pytest.raises(RuntimeError, match='se_resnet_nope'):
+        timm.create_model(f'hf-hub:{repo_id}', pretrained=True)
+
+
+# ---- command line ----------------------------------------------------------------------------------------------
+
+def test_cli_push_records_manifest_entry(manifest, tmp_path, capsys):
+    model = timm.create_model('se_mobilenet_v3_small_100', num_classes=3)
+    save_folder(model, tmp_path, model_card={'source': 'cli test'})
+    repo_id = _unique('cli')
+    assert cli_main(['push', str(tmp_path), repo_id, '--tag', 'cli_test']) == 0
+    commit = capsys.readouterr().out.strip()
+    entry = json.loads(manifest.read_text())['se_mobilenet_v3_small_100.cli_test']
+    assert entry['revision'] == commit and entry['source'] == 'cli test'
+    assert _state_dicts_equal(timm.create_model('se_mobilenet_v3_small_100.cli_test', pretrained=True), model)
+    assert cli_main(['push', str(tmp_path / 'missing'), repo_id]) == 2
+    assert 'not a publish-ready folder' in capsys.readouterr().err
