@@ -93,7 +93,20 @@ class SqueezeExcite(nn.Module):
 
     def excite(self, x: torch.Tensor) -> torch.Tensor:
         """The per-channel gate, shape (N, C, 1, 1), for feature map ``x``."""
-        return self.gate(self.fc2(self.act(self.fc1(self.squeeze(x)))))
+        return self.excite_squeezed(self.squeeze(x))
+
+    def excite_squeezed(self, x_se: torch.Tensor) -> torch.Tensor:
+        """The gate for an already squeezed descriptor ``x_se`` of shape (N, C, 1, 1).
+
+        Lets a residual block compute the descriptor more cheaply than by squeezing the full feature map
+        (see ``SEBottleneck``); ``gate`` is always applied as a module, so its hooks see every excitation.
+        """
+        return self.gate(self.fc2(self.act(self.fc1(x_se))))
+
+    @property
+    def linear_squeeze(self) -> bool:
+        """Whether the squeeze is a plain spatial mean, so that it commutes with 1x1 convs and affine norms."""
+        return self.squeeze.pool_type == 'fastavg'
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.excite(x)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -37,6 +38,17 @@ class _SEResidualMixin:
     standard: SE on the residual branch, after its last BN, before the add (the paper's default);
     pre: SE on the block input, feeding the residual branch only; post: SE after the add, before the
     final activation; identity: SE on the shortcut, in parallel with the residual branch.
+
+    ``fused_se`` (default True) selects the fast path for the standard and identity placements, which
+    computes the same function in fewer passes over the feature map:
+
+    - the gate multiply shares its pass with the residual add: ``addcmul(shortcut, branch, gate)``, written
+      in place of the branch output (as timm's ``x += shortcut``) when autograd is off;
+    - in eval mode, a bottleneck with an average squeeze pools the *input* of its final 1x1 conv, 4x narrower,
+      and applies that conv and the frozen BN to the pooled vector: a spatial mean commutes with both.
+
+    Training takes the same ops as the reference path, so gradients agree; set ``fused_se = False`` on a
+    block for the straightforward reference (``x * gate``, then ``+ shortcut``).
     """
 
     def _init_se(self, inplanes: int, outplanes: int, se_layer: Optional[Callable[..., SqueezeExcite]],
@@ -45,9 +57,21 @@ class _SEResidualMixin:
             raise ValueError(f'placement={placement!r} is not supported; allowed values are {", ".join(PLACEMENTS)}')
         self.placement = placement
         self.se = se_layer(inplanes if placement == 'pre' else outplanes, **dd) if se_layer is not None else None
+        self.fused_se = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
+        if self.se is not None and self.fused_se:
+            if self.placement == 'standard':
+                x, gate = self._gated_residual(x)
+                if self.drop_path is not None:
+                    x = self.drop_path(x)
+                return self._output_act(_gated_add(shortcut, x, gate))
+            if self.placement == 'identity':
+                x = self._residual(x)
+                if self.drop_path is not None:
+                    x = self.drop_path(x)
+                return self._output_act(_gated_add(x, shortcut, self.se.excite(shortcut)))
         if self.se is not None and self.placement == 'pre':
             x = self.se(x)
         x = self._residual(x)
@@ -61,6 +85,13 @@ class _SEResidualMixin:
         if self.se is not None and self.placement == 'post':
             x = self.se(x)
         return self._output_act(x)
+
+
+def _gated_add(base: torch.Tensor, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``base + x * gate`` in one pass; written into ``x`` (a fresh branch output) when autograd is off."""
+    if torch.is_grad_enabled():
+        return torch.addcmul(base, x, gate)
+    return torch.addcmul(base, x, gate, out=x)
 
 
 class SEBasicBlock(_SEResidualMixin, BasicBlock):
@@ -89,9 +120,14 @@ class SEBasicBlock(_SEResidualMixin, BasicBlock):
         x = self.conv2(x)
         return self.bn2(x)
 
+    def _gated_residual(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The residual branch and its SE gate (standard placement)."""
+        x = self._residual(x)
+        assert self.se is not None
+        return x, self.se.excite(x)
+
     def _output_act(self, x: torch.Tensor) -> torch.Tensor:
         return self.act2(x)
-
 
 
 class SEBottleneck(_SEResidualMixin, Bottleneck):
@@ -111,7 +147,7 @@ class SEBottleneck(_SEResidualMixin, Bottleneck):
         super().__init__(inplanes, planes, *args, device=device, dtype=dtype, **kwargs)
         self._init_se(inplanes, planes * self.expansion, se_layer, placement, {'device': device, 'dtype': dtype})
 
-    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+    def _residual_to_conv3(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.bn1(x)
         x = self.act1(x)
@@ -119,9 +155,41 @@ class SEBottleneck(_SEResidualMixin, Bottleneck):
         x = self.bn2(x)
         x = self.drop_block(x)
         x = self.act2(x)
-        x = self.aa(x)
-        x = self.conv3(x)
-        return self.bn3(x)
+        return self.aa(x)
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn3(self.conv3(self._residual_to_conv3(x)))
+
+    def _gated_residual(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The residual branch and its SE gate (standard placement).
+
+        In eval mode the SE descriptor ``mean(bn3(conv3(y)))`` is computed as ``bn3(conv3(mean(y)))``:
+        the 1x1 conv and the frozen BN are affine per position, so they commute with the spatial mean,
+        and ``y`` has a quarter of the channels.
+        """
+        y = self._residual_to_conv3(x)
+        x = self.bn3(self.conv3(y))
+        assert self.se is not None
+        if not self.training and self.se.linear_squeeze:
+            x_se = self._conv3_bn3_frozen(self.se.squeeze(y))
+            if x_se is not None:
+                return x, self.se.excite_squeezed(x_se)
+        return x, self.se.excite(x)
+
+    def _conv3_bn3_frozen(self, y_se: torch.Tensor) -> Optional[torch.Tensor]:
+        """``bn3(conv3(y_se))`` for a squeezed (N, C, 1, 1) input, or None where bn3 is not a frozen affine norm.
+
+        A matrix product (conv3 is 1x1) and the functional norm, so conv3's and bn3's hooks fire once per forward.
+        """
+        x_se = F.linear(y_se.flatten(1), self.conv3.weight.flatten(1), self.conv3.bias)
+        if isinstance(self.bn3, nn.Identity):  # folded into conv3 by optimize_for_inference
+            return x_se.view(x_se.shape[0], -1, 1, 1)
+        if isinstance(self.bn3, nn.BatchNorm2d) and not self.bn3.training:
+            mean, var = self.bn3.running_mean, self.bn3.running_var
+            if mean is not None and var is not None:
+                x_se = F.batch_norm(x_se, mean, var, self.bn3.weight, self.bn3.bias, False, 0., self.bn3.eps)
+                return x_se.view(x_se.shape[0], -1, 1, 1)
+        return None
 
     def _output_act(self, x: torch.Tensor) -> torch.Tensor:
         return self.act3(x)
