@@ -208,6 +208,19 @@ def test_round_trip_manifest_and_hf_hub(family, published, photo_batch):
     assert from_manifest.pretrained_cfg['source'] == 'file'  # timm loaded the verified file
 
 
+def test_verified_weights_keep_timm_adaptation(published):
+    """timm still adapts what it loads: a new head for other num_classes, feature extraction, in_chans."""
+    pub = published['mobilenet']
+    source = pub.model.state_dict()
+    head = timm.create_model(pub.name, pretrained=True, num_classes=7)
+    assert head.classifier.out_features == 7
+    assert all(torch.equal(v, source[k]) for k, v in head.state_dict().items() if not k.startswith('classifier'))
+    features = timm.create_model(pub.name, pretrained=True, features_only=True)
+    assert torch.equal(features.conv_stem.weight, source['conv_stem.weight'])
+    grey = timm.create_model(pub.name, pretrained=True, in_chans=1)
+    assert torch.allclose(grey.conv_stem.weight, source['conv_stem.weight'].sum(dim=1, keepdim=True))
+
+
 def test_torch_hub_load_takes_the_verified_path(published):
     pub = published['mobilenet']
     model = torch.hub.load(str(REPO_ROOT), 'se_mobilenet_v3_small_100', source='local', pretrained=True,
