@@ -11,6 +11,7 @@ from . import models
 from .squeeze_excite import SqueezeExcite
 from .excitations import excitations
 from .finetune import finetune
+from .optimize import optimize_for_inference
 from .retrofit import add_se
 
 __version__ = '0.1.0'
@@ -24,4 +25,4 @@ def list_models(filter: str = '', pretrained: bool = False) -> List[str]:
     return timm.list_models(filter=filter or '', module=list(_MODEL_MODULES), pretrained=pretrained)
 
 
-__all__ = ['SqueezeExcite', 'add_se', 'excitations', 'finetune', 'list_models', '__version__']
+__all__ = ['SqueezeExcite', 'add_se', 'excitations', 'finetune', 'list_models', 'optimize_for_inference', '__version__']
