@@ -157,8 +157,8 @@ def _hub_reported_digest(path: Path) -> Tuple[str, str]:
         return 'sha256', etag
     if _GIT_SHA1_RE.match(etag):
         return 'git-sha1', etag
-    raise ChecksumMismatchError(f'{path}: the Hub cache holds no digest for this file (blob name {etag!r}), '
-                                'so it cannot be verified')
+    raise WeightsError(f'{path}: the Hub cache holds no digest for this file (blob name {etag!r}), so it cannot '
+                       'be verified; list its sha256 in the weights manifest')
 
 
 def _git_blob_sha1(path: Path) -> str:
