@@ -1,0 +1,61 @@
+"""timm's SE networks load into their se_zoo counterparts as they are and give the same logits on real photos.
+
+timm's model is built with random weights and randomised BatchNorm affine parameters and running statistics
+(so every residual branch and SE block contributes), its state_dict is loaded strictly into the se_zoo model,
+and both classify the skimage photos through timm's eval transform. The four pairs named by the spec run at
+224 px; the rest of the weight-compatible pairs (MobileNetV3-Small, EfficientNet B1-B7) at 64 px.
+"""
+import pytest
+import timm
+import torch
+
+import se_zoo  # noqa: F401  (registers the se_* models)
+from se_zoo import SqueezeExcite
+
+MAX_ABS_DIFF = 1e-5
+
+PAIRS_224 = (
+    ('seresnet50', 'se_resnet50'),
+    ('seresnext50_32x4d', 'se_resnext50_32x4d'),
+    ('mobilenetv3_large_100', 'se_mobilenet_v3_large_100'),
+    ('efficientnet_b0', 'se_efficientnet_b0'),
+)
+PAIRS_64 = (('mobilenetv3_small_100', 'se_mobilenet_v3_small_100'),) + tuple(
+    (f'efficientnet_b{i}', f'se_efficientnet_b{i}') for i in range(1, 8))
+
+
+def _check_pair(timm_name: str, se_name: str, size: int, photo_batch, randomize_batchnorm) -> None:
+    reference = randomize_batchnorm(timm.create_model(timm_name), seed=1).eval()
+    model = timm.create_model(se_name).eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    assert any(isinstance(m, SqueezeExcite) for m in model.modules())
+
+    images = photo_batch(size, model)
+    with torch.no_grad():
+        expected = reference(images)
+        logits = model(images)
+    assert (logits - expected).abs().max().item() <= MAX_ABS_DIFF
+    # The comparison is not vacuous: the photos get distinct, non-trivial logits.
+    assert expected.std().item() > 1e-2
+    assert not torch.allclose(expected[0], expected[1])
+
+
+@pytest.mark.parametrize('timm_name,se_name', PAIRS_224, ids=[p[1] for p in PAIRS_224])
+def test_timm_weights_give_identical_logits(timm_name, se_name, photo_batch, randomize_batchnorm):
+    _check_pair(timm_name, se_name, 224, photo_batch, randomize_batchnorm)
+
+
+@pytest.mark.parametrize('timm_name,se_name', PAIRS_64, ids=[p[1] for p in PAIRS_64])
+def test_timm_weights_give_identical_logits_small(timm_name, se_name, photo_batch, randomize_batchnorm):
+    _check_pair(timm_name, se_name, 64, photo_batch, randomize_batchnorm)
+
+
+def test_se_weights_matter(photo_batch, randomize_batchnorm):
+    """Guards the test above: changing one SE weight of se_resnet50 changes its logits."""
+    model = randomize_batchnorm(timm.create_model('se_resnet50')).eval()
+    images = photo_batch(64, model)
+    with torch.no_grad():
+        before = model(images)
+        model.layer4[-1].se.fc2.bias.add_(1.0)
+        after = model(images)
+    assert (after - before).abs().max().item() > 100 * MAX_ABS_DIFF
