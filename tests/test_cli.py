@@ -1,0 +1,50 @@
+"""``se-zoo list`` and ``se-zoo info`` through ``se_zoo.cli.main``."""
+import re
+
+import pytest
+import timm
+
+import se_zoo
+from se_zoo.cli import main
+
+
+def test_list(capsys):
+    assert main(['list']) == 0
+    assert capsys.readouterr().out.split() == se_zoo.list_models()
+
+
+def test_list_filter(capsys):
+    assert main(['list', 'se_efficientnet_b[0-2]']) == 0
+    assert capsys.readouterr().out.split() == ['se_efficientnet_b0', 'se_efficientnet_b1', 'se_efficientnet_b2']
+
+
+def test_list_pretrained(capsys):
+    assert main(['list', '--pretrained']) == 0
+    assert capsys.readouterr().out.split() == se_zoo.list_models(pretrained=True)
+
+
+def test_info(capsys):
+    assert main(['info', 'se_resnet18']) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('se_resnet18  (input 3x224x224)')
+    params = float(re.search(r'params\s+([\d.]+) M', out).group(1))
+    assert params == pytest.approx(sum(p.numel() for p in timm.create_model('se_resnet18').parameters()) / 1e6, abs=1e-3)
+    gmacs = float(re.search(r'GMACs\s+([\d.]+)', out).group(1))
+    assert gmacs == pytest.approx(1.82, rel=0.02)  # timm seresnet18's 1.82 GMACs at 224
+    se_share = float(re.search(r'params .* SE share ([\d.]+)%', out).group(1))
+    assert 0 < se_share < 5
+    assert 'layer4: 512ch /32' in out
+    assert 'act1: 64ch /2' in out
+
+
+def test_info_unknown_model(capsys):
+    assert main(['info', 'se_resnet51']) == 2
+    err = capsys.readouterr().err
+    assert 'se-zoo info: error:' in err and 'se_resnet51' in err
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    assert 'usage: se-zoo' in capsys.readouterr().err
