@@ -87,8 +87,9 @@ def _entry_cfg(entry: Dict[str, Any], make_cfg: Callable[..., Dict[str, Any]]) -
     cfg.update(hf_hub_id=f'{entry["repo_id"]}@{entry["revision"]}', hf_hub_filename=entry['filename'])
     if entry.get('license'):
         cfg['license'] = entry['license']
-    if entry.get('source'):
-        cfg['origin_url'] = entry['source']
+    notes = tuple(f'{k}: {entry[k]}' for k in ('source', 'recipe') if entry.get(k))
+    if notes:
+        cfg['notes'] = notes
     return cfg
 
 
