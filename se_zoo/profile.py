@@ -49,8 +49,11 @@ def profile_model(name: str, input_size: Optional[Tuple[int, int, int]] = None, 
     per_module = counter.get_flop_counts()
     total = sum(per_module.get('Global', {}).values())
     # get_flop_counts() keys modules by their fully qualified name, prefixed with the root's class name.
+    # Count the SE's leaf modules (fc1, fc2): a block may call them through ``excite`` rather than the SE's forward.
     root = type(model).__name__
-    se_flops = sum(sum(per_module.get(f'{root}.{n}', {}).values()) for n in se_modules)
+    se_leaves = {n for n, m in model.named_modules()
+                 if any(n.startswith(se + '.') for se in se_modules) and not list(m.children())}
+    se_flops = sum(sum(per_module.get(f'{root}.{n}', {}).values()) for n in se_leaves)
     return ModelProfile(
         name=name,
         input_size=input_size,

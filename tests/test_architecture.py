@@ -38,12 +38,26 @@ def _meta_model(name: str, **kwargs) -> nn.Module:
 
 # --- sizes ---------------------------------------------------------------------------------------------------
 
-def test_se_resnet50_size_matches_paper_and_timm():
-    profile = profile_model('se_resnet50')
+@pytest.fixture(scope='module')
+def se_resnet50_profile():
+    return profile_model('se_resnet50')
+
+
+def test_se_resnet50_size_matches_paper_and_timm(se_resnet50_profile):
+    profile = se_resnet50_profile
     assert profile.input_size == (3, 224, 224)
     assert profile.params == pytest.approx(28.09e6, rel=0.01)
     assert profile.gmacs == pytest.approx(4.09, rel=0.01)  # timm seresnet50 (ResNet-B); the paper's 3.87 is Caffe layout
     assert profile.params == _num_params(timm.create_model('seresnet50', device='meta'))
+
+
+def test_profile_se_share(se_resnet50_profile):
+    """SE's cost as profile_model reports it: the FC layers' parameters and multiply-adds (on a 1x1 map)."""
+    ses = _se_modules(timm.create_model('se_resnet50', device='meta'))
+    assert se_resnet50_profile.se_params == sum(_num_params(se) for se in ses)
+    fc_macs = sum(se.fc1.in_channels * se.fc1.out_channels + se.fc2.in_channels * se.fc2.out_channels for se in ses)
+    assert se_resnet50_profile.se_gmacs == pytest.approx(fc_macs / 1e9)
+    assert 0.08 < se_resnet50_profile.se_param_share < 0.1  # the paper's ~10% (2.5M of 28.1M)
 
 
 @pytest.fixture(scope='module')
