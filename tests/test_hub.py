@@ -413,9 +413,13 @@ def test_eight_processes_share_one_download(published, tmp_path, hub_server):
     procs = [ctx.Process(target=_fetch_in_child, args=(pub.name, str(tmp_path), barrier, results)) for _ in range(8)]
     for p in procs:
         p.start()
-    digests = [results.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    try:
+        digests = [results.get(timeout=120) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
     assert digests == [_digest(pub.model)] * 8
     assert hub_server.count('GET', f'{pub.repo_id}/resolve/.*/model.safetensors') == gets + 1
 
