@@ -231,20 +231,22 @@ def fetch_weights(
 def _pickle_fallback(repo_id: str, revision: Optional[str], cache_dir: Optional[Union[str, Path]]) -> Optional[str]:
     """The pickle checkpoint a repo without model.safetensors offers instead, if any."""
     from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
     if constants.is_offline_mode():
         return None
     for name in _PICKLE_ALTERNATIVES:
         try:
             if HfApi().file_exists(repo_id, name, revision=revision):
                 return name
-        except Exception:  # the original "not found" is the error worth reporting
+        except (HfHubHTTPError, OSError):  # the original "not found" is the error worth reporting
             return None
     return None
 
 
 def _same(a: Any, b: Any) -> bool:
     # model_args come back from JSON with lists where the caller may pass tuples.
-    norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+    def norm(v: Any) -> Any:
+        return list(v) if isinstance(v, (tuple, list)) else v
     return norm(a) == norm(b)
 
 
@@ -257,14 +259,16 @@ def verified_pretrained_kwargs(variant: str, kwargs: Dict[str, Any]) -> Dict[str
     """
     from timm.models import resolve_pretrained_cfg
     kwargs = dict(kwargs)
-    cfg = resolve_pretrained_cfg(variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None))
+    cfg = resolve_pretrained_cfg(
+        variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None))
     if cfg.state_dict is not None or cfg.source == 'local-dir' or (cfg.file and cfg.source != 'hf-hub'):
         kwargs['pretrained_cfg'] = cfg.to_dict()
         return kwargs
     if not cfg.hf_hub_id:
         raise WeightsNotFoundError(
             f'no pretrained weights are published for {variant} (se_zoo.list_models(pretrained=True) lists those '
-            f'that are); use pretrained=False, or load a repo with timm.create_model("hf-hub:ORG/NAME", pretrained=True)')
+            'that are); use pretrained=False, or load a repo with timm.create_model("hf-hub:ORG/NAME", '
+            'pretrained=True)')
     repo_id, _, revision = cfg.hf_hub_id.partition('@')
     revision = revision or None
     filename = cfg.hf_hub_filename or SAFE_WEIGHTS_NAME

@@ -93,7 +93,10 @@ def _entry_cfg(entry: Dict[str, Any], make_cfg: Callable[..., Dict[str, Any]]) -
     return cfg
 
 
-def published_cfgs(arch_cfgs: Dict[str, Dict[str, Any]], make_cfg: Callable[..., Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+def published_cfgs(
+        arch_cfgs: Dict[str, Dict[str, Any]],
+        make_cfg: Callable[..., Dict[str, Any]],
+) -> Dict[str, Dict[str, Any]]:
     """Add one pretrained cfg per manifest entry whose architecture is in ``arch_cfgs``.
 
     Each cfg pins the weight's Hub revision in ``hf_hub_id`` (``org/name@commit``), so a moved branch is never
@@ -131,7 +134,7 @@ def register_published(path: Optional[Union[str, Path]] = None) -> None:
 
 
 def find_published(repo_id: str, revision: Optional[str], filename: str) -> Optional[Tuple[str, Dict[str, Any]]]:
-    """The manifest entry ``(arch.tag, entry)`` for a file at a pinned revision, or None if it is not in the manifest."""
+    """The manifest entry ``(arch.tag, entry)`` of a file at a pinned revision, or None if the manifest lacks it."""
     if not revision:
         return None
     for name, entry in load_manifest().items():
@@ -181,7 +184,8 @@ def record_published(
     }
     _check_entry(name, entry, path)
     # The lock lives outside the checkout, so publishing leaves no stray file next to the manifest.
-    lock = Path(tempfile.gettempdir()) / f'se_zoo_manifest_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()}.lock'
+    lock_name = f'se_zoo_manifest_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()}.lock'
+    lock = Path(tempfile.gettempdir()) / lock_name
     with FileLock(str(lock)):
         manifest = load_manifest(path) if path.exists() else {}
         manifest[name] = entry

@@ -343,7 +343,8 @@ class HubServer:
 
 
 def _error(status: int, code: str, message: str) -> Response:
-    return JSONResponse({'error': message}, status_code=status, headers={'X-Error-Code': code, 'X-Error-Message': message})
+    headers = {'X-Error-Code': code, 'X-Error-Message': message}
+    return JSONResponse({'error': message}, status_code=status, headers=headers)
 
 
 def reserve_socket() -> socket.socket:
