@@ -239,8 +239,11 @@ def push_folder(
             (``se_zoo.weights.manifest_path()``), pinned to the returned commit, and register it with timm.
     """
     from huggingface_hub import HfApi
+    from .weights import check_recordable
     folder = Path(folder)
     config = _check_folder(folder)
+    if manifest_tag:
+        check_recordable()  # before anything is uploaded
     arch = config['architecture']
     api = HfApi(token=token, library_name='se_zoo')
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id

@@ -30,12 +30,13 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 __all__ = [
     'MANIFEST_PATH', 'MANIFEST_ENV', 'manifest_path', 'load_manifest', 'published_cfgs', 'find_published',
-    'record_published', 'register_published', 'file_sha256',
+    'check_recordable', 'record_published', 'register_published', 'file_sha256',
 ]
 
 MANIFEST_PATH = Path(__file__).parent / '_weights' / 'manifest.json'
 MANIFEST_ENV = 'SE_ZOO_WEIGHTS_MANIFEST'
 
+_PUBLIC_HUB = 'https://huggingface.co'
 _COMMIT_RE = re.compile(r'^[0-9a-f]{40}$')
 _SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
 _REQUIRED = ('repo_id', 'revision', 'filename', 'sha256', 'size')
@@ -152,6 +153,20 @@ def file_sha256(path: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
+def check_recordable(path: Optional[Union[str, Path]] = None) -> None:
+    """Refuse to record a weight in the shipped manifest unless it is published on the real Hub.
+
+    The shipped manifest is what every se_zoo user resolves ``pretrained=True`` against, so it may only name
+    weights on https://huggingface.co; publishing to another endpoint (a mirror, a test server) needs a manifest
+    of its own (``SE_ZOO_WEIGHTS_MANIFEST``).
+    """
+    from huggingface_hub import constants
+    path = Path(path) if path is not None else manifest_path()
+    if path.resolve() == MANIFEST_PATH.resolve() and constants.ENDPOINT != _PUBLIC_HUB:
+        raise ValueError(f'the shipped weights manifest {MANIFEST_PATH} lists weights on {_PUBLIC_HUB} only, and '
+                         f'HF_ENDPOINT is {constants.ENDPOINT}; set {MANIFEST_ENV} to a manifest of your own')
+
+
 def record_published(
         name: str,
         *,
@@ -183,6 +198,7 @@ def record_published(
         'pretrained_cfg': {k: v for k, v in config.get('pretrained_cfg', {}).items() if k in _CFG_FIELDS},
     }
     _check_entry(name, entry, path)
+    check_recordable(path)
     # The lock lives outside the checkout, so publishing leaves no stray file next to the manifest.
     lock_name = f'se_zoo_manifest_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()}.lock'
     lock = Path(tempfile.gettempdir()) / lock_name

@@ -203,6 +203,15 @@ def test_publish_writes_pinned_manifest_entry(published, manifest):
     assert cfg.hf_hub_id == f'{published["resnet"].repo_id}@{published["resnet"].commit}'
 
 
+def test_shipped_manifest_only_records_real_hub_weights(hub_server, monkeypatch):
+    monkeypatch.delenv(weights.MANIFEST_ENV, raising=False)
+    shipped = weights.MANIFEST_PATH.read_bytes()
+    repo_id = _unique('not-recorded')
+    with pytest.raises(ValueError, match='lists weights on https://huggingface.co only'):
+        push(timm.create_model('se_mobilenet_v3_small_100', num_classes=2), repo_id, manifest_tag='nope')
+    assert repo_id not in hub_server.repos and weights.MANIFEST_PATH.read_bytes() == shipped
+
+
 # ---- round trip ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('family', list(FAMILIES))
