@@ -112,6 +112,28 @@ def count_tensor_loads(monkeypatch):
     return calls
 
 
+# ---- the test Hub ----------------------------------------------------------------------------------------------
+
+def test_hub_server_speaks_the_client_protocol(hub_server, tmp_path):
+    """What the tests below rely on, through the real client: tree, paths-info, info, snapshots, Range, ETags."""
+    from huggingface_hub import get_hf_file_metadata, get_session, hf_hub_url, snapshot_download
+    model = timm.create_model('se_mobilenet_v3_small_100', num_classes=2)
+    repo_id = _unique('protocol')
+    commit = push(model, repo_id)
+    api = HfApi()
+    tree = {f.path: f for f in api.list_repo_tree(repo_id)}
+    assert sorted(tree) == ['README.md', 'config.json', 'model.safetensors']
+    weights_sha256 = hashlib.sha256(hub_server.repos[repo_id].commits[commit]['model.safetensors'].data).hexdigest()
+    assert tree['model.safetensors'].lfs.sha256 == weights_sha256 and tree['config.json'].lfs is None
+    assert api.get_paths_info(repo_id, ['model.safetensors'])[0].lfs.sha256 == weights_sha256
+    assert api.model_info(repo_id).sha == commit and not api.file_exists(repo_id, 'nope.json')
+    assert sorted(os.listdir(snapshot_download(repo_id, cache_dir=tmp_path))) == sorted(tree)
+    assert get_hf_file_metadata(hf_hub_url(repo_id, 'model.safetensors')).etag == weights_sha256
+    part = get_session().get(hf_hub_url(repo_id, 'config.json'), headers={'Range': 'bytes=0-9'})
+    assert part.status_code == 206
+    assert part.content == hub_server.repos[repo_id].commits[commit]['config.json'].data[:10]
+
+
 # ---- publishing ------------------------------------------------------------------------------------------------
 
 def test_save_folder_writes_timm_config_and_card(tmp_path):
