@@ -39,16 +39,16 @@ class _SEResidualMixin:
     pre: SE on the block input, feeding the residual branch only; post: SE after the add, before the
     final activation; identity: SE on the shortcut, in parallel with the residual branch.
 
-    ``fused_se`` (default True) selects the fast path for the standard and identity placements, which
-    computes the same function in fewer passes over the feature map:
+    ``fused_se`` (default True) selects the fast path for the standard and identity placements. It computes the
+    reference function (``fused_se = False``: ``x * gate``, then ``+ shortcut``) in fewer passes:
 
-    - the gate multiply shares its pass with the residual add: ``addcmul(shortcut, branch, gate)``, written
-      in place of the branch output (as timm's ``x += shortcut``) when autograd is off;
     - in eval mode, a bottleneck with an average squeeze pools the *input* of its final 1x1 conv, 4x narrower,
-      and applies that conv and the frozen BN to the pooled vector: a spatial mean commutes with both.
+      and applies that conv and the frozen BN to the pooled vector (a spatial mean commutes with both);
+    - at inference (eval mode, autograd off) the gate multiply shares its pass with the residual add,
+      ``addcmul(shortcut, x, gate)``, written into the branch output as timm's ``x += shortcut`` is.
 
-    Training takes the same ops as the reference path, so gradients agree; set ``fused_se = False`` on a
-    block for the straightforward reference (``x * gate``, then ``+ shortcut``).
+    With autograd on, the epilogue keeps the reference's rounding (multiply, then an in-place add): addcmul's
+    fused multiply-add differs in the last bit, so training stays bit-exact with the reference path.
     """
 
     def _init_se(self, inplanes: int, outplanes: int, se_layer: Optional[Callable[..., SqueezeExcite]],
@@ -61,17 +61,8 @@ class _SEResidualMixin:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        if self.se is not None and self.fused_se:
-            if self.placement == 'standard':
-                x, gate = self._gated_residual(x)
-                if self.drop_path is not None:
-                    x = self.drop_path(x)
-                return self._output_act(_gated_add(shortcut, x, gate))
-            if self.placement == 'identity':
-                x = self._residual(x)
-                if self.drop_path is not None:
-                    x = self.drop_path(x)
-                return self._output_act(_gated_add(x, shortcut, self.se.excite(shortcut)))
+        if self.se is not None and self.fused_se and self.placement in ('standard', 'identity'):
+            return self._forward_fused(x, shortcut)
         if self.se is not None and self.placement == 'pre':
             x = self.se(x)
         x = self._residual(x)
@@ -86,12 +77,26 @@ class _SEResidualMixin:
             x = self.se(x)
         return self._output_act(x)
 
-
-def _gated_add(base: torch.Tensor, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """``base + x * gate`` in one pass; written into ``x`` (a fresh branch output) when autograd is off."""
-    if torch.is_grad_enabled():
-        return torch.addcmul(base, x, gate)
-    return torch.addcmul(base, x, gate, out=x)
+    def _forward_fused(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        assert self.se is not None
+        # x is a fresh branch output at inference (DropPath is the identity in eval), so it can take the result
+        fuse_epilogue = not self.training and not torch.is_grad_enabled()
+        if self.placement == 'standard':
+            x, gate = self._gated_residual(x)
+            if fuse_epilogue:
+                return self._output_act(torch.addcmul(shortcut, x, gate, out=x))
+            x = x * gate
+            if self.drop_path is not None:
+                x = self.drop_path(x)
+            return self._output_act(x.add_(shortcut))
+        # identity: the gate scales the shortcut, in parallel with the residual branch
+        x = self._residual(x)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        gate = self.se.excite(shortcut)
+        if fuse_epilogue:
+            return self._output_act(torch.addcmul(x, shortcut, gate, out=x))
+        return self._output_act((shortcut * gate).add_(x))
 
 
 class SEBasicBlock(_SEResidualMixin, BasicBlock):
