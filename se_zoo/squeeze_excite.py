@@ -93,6 +93,9 @@ class SqueezeExcite(nn.Module):
 
     def excite(self, x: torch.Tensor) -> torch.Tensor:
         """The per-channel gate, shape (N, C, 1, 1), for feature map ``x``."""
+        if self.linear_squeeze:
+            # the same mean the pooling module takes, without its two wrapper calls (measurable at batch 1)
+            return self.excite_squeezed(x.mean((2, 3), keepdim=True))
         return self.excite_squeezed(self.squeeze(x))
 
     def excite_squeezed(self, x_se: torch.Tensor) -> torch.Tensor:
