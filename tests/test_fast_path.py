@@ -14,6 +14,7 @@ import torch.nn as nn
 
 import se_zoo
 from se_zoo.models.se_resnet import SEBottleneck
+from se_zoo.squeeze_excite import SqueezeExcite
 
 MEMORY_FORMATS = (torch.contiguous_format, torch.channels_last)
 
@@ -23,6 +24,9 @@ RESNET_CASES = {
     'bottleneck': ('se_resnet50', dict(layers=(1, 1, 1, 1))),
     'grouped': ('se_resnext50_32x4d', dict(layers=(1, 1, 1, 1))),
 }
+
+# The MobileNet / EfficientNet families (timm's blocks call the SE layer; its fast path is the inline mean).
+MBCONV_MODELS = ('se_mobilenet_v1_100', 'se_mobilenet_v2_050', 'se_mobilenet_v3_small_100', 'se_efficientnet_b0')
 
 # One network per family for optimize_for_inference.
 FAMILY_MODELS = (
@@ -92,6 +96,31 @@ def test_eval_mode_fast_path_matches_reference(randomize_batchnorm, case, placem
         out_fused, out_reference = fused(x), reference(x)
     assert out_fused.is_contiguous(memory_format=memory_format) or out_fused.dim() == 2
     torch.testing.assert_close(out_fused, out_reference, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('memory_format', MEMORY_FORMATS, ids=('contiguous', 'channels_last'))
+@pytest.mark.parametrize('name', MBCONV_MODELS)
+def test_mbconv_families_fast_path_matches_reference(monkeypatch, randomize_batchnorm, name, memory_format):
+    """Reference: the squeeze module called as a module (``linear_squeeze`` off), against the inline mean."""
+    torch.manual_seed(0)
+    fused = randomize_batchnorm(timm.create_model(name, num_classes=10))
+    reference = copy.deepcopy(fused)
+    x = _inputs(2, 64, memory_format)
+    for mode in ('train', 'eval'):  # the same op either way: bit-exact
+        outputs, grads = [], []
+        for model, linear in ((fused, True), (reference, False)):
+            getattr(model, mode)()
+            model.zero_grad(set_to_none=True)
+            with monkeypatch.context() as patch:
+                if not linear:
+                    patch.setattr(SqueezeExcite, 'linear_squeeze', property(lambda self: False))
+                out = model(x)
+            out.square().mean().backward()
+            outputs.append(out)
+            grads.append([p.grad for p in model.parameters()])
+        torch.testing.assert_close(outputs[0], outputs[1], atol=0, rtol=0)
+        for g_fused, g_reference in zip(*grads):
+            torch.testing.assert_close(g_fused, g_reference, atol=0, rtol=0)
 
 
 def test_fast_path_on_real_photos_keeps_the_prediction(randomize_batchnorm, photo_batch):

@@ -83,7 +83,7 @@ class _SEResidualMixin:
         fuse_epilogue = not self.training and not torch.is_grad_enabled()
         if self.placement == 'standard':
             x, gate = self._gated_residual(x)
-            if fuse_epilogue:
+            if fuse_epilogue and _can_write_into(x, shortcut, gate):
                 return self._output_act(torch.addcmul(shortcut, x, gate, out=x))
             x = x * gate
             if self.drop_path is not None:
@@ -94,9 +94,14 @@ class _SEResidualMixin:
         if self.drop_path is not None:
             x = self.drop_path(x)
         gate = self.se.excite(shortcut)
-        if fuse_epilogue:
+        if fuse_epilogue and _can_write_into(x, shortcut, gate):
             return self._output_act(torch.addcmul(x, shortcut, gate, out=x))
         return self._output_act((shortcut * gate).add_(x))
+
+
+def _can_write_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> bool:
+    # under autocast the operands can differ in dtype, and the promoted result would not fit ``out``
+    return a.dtype == out.dtype and b.dtype == out.dtype
 
 
 class SEBasicBlock(_SEResidualMixin, BasicBlock):
