@@ -41,6 +41,9 @@ DEFAULT_TOLERANCE = 1e-5
 # Real photos for the equivalence check (bundled with scikit-image, CC0 / public domain).
 PHOTO_NAMES = ('chelsea', 'coffee', 'astronaut', 'rocket')
 
+# File name suffixes that make a source a checkpoint file rather than a weight name (a timm tag never is one).
+_CHECKPOINT_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.pkl', '.ckpt', '.tar')
+
 # Preprocessing fields of a timm pretrained cfg that belong to the weights, not to the architecture.
 _PREPROCESSING_FIELDS = (
     'input_size', 'test_input_size', 'min_input_size', 'fixed_input_size', 'interpolation', 'crop_pct',
@@ -57,7 +60,8 @@ class KnownSource:
     """A public architecture whose checkpoints convert to a se_zoo architecture.
 
     ``target_kwargs`` are the se_zoo keywords that make the se_zoo model compute exactly what the source
-    computes (they end up in config.json's ``model_args``).
+    computes (they end up in config.json's ``model_args``); ``license`` is that of the weights the source's
+    library publishes, recorded when they are fetched by name.
     """
     layout: str
     model: str
@@ -102,8 +106,9 @@ KNOWN_SOURCES: Tuple[KnownSource, ...] = tuple(_timm_sources()) + (
                 license='bsd-3-clause', origin_url=_TORCHVISION_URL),
     KnownSource('torchvision', 'mobilenet_v3_small', 'se_mobilenet_v3_small_100', {'bn_eps': 1e-3},
                 license='bsd-3-clause', origin_url=_TORCHVISION_URL),
+    # senet.pytorch publishes one pickle and no metadata: its conversions are always from a local file.
     KnownSource('senet', 'se_resnet50', 'se_resnet50', {'se_bias': False},
-                license='mit', origin_url='https://github.com/moskomule/senet.pytorch'),
+                origin_url='https://github.com/moskomule/senet.pytorch'),
 )
 
 
@@ -396,6 +401,8 @@ def load_source(
     path = Path(source)
     if path.is_file():
         return _load_file(path, target, source_format, allow_pickle)
+    if path.suffix in _CHECKPOINT_SUFFIXES or os.sep in source:
+        raise FileNotFoundError(f'no checkpoint file {source}')
     library, _, name = source.rpartition(':')
     model_name, _, tag = name.partition('.')
     if library not in ('', 'timm', 'torchvision') or not tag:

@@ -23,7 +23,7 @@ from torchvision.models.resnet import ResNet
 import se_zoo
 from se_zoo import convert as convert_module
 from se_zoo.cli import main
-from se_zoo.convert import KNOWN_SOURCES, ConversionError, map_state_dict
+from se_zoo.convert import KNOWN_SOURCES, ConversionError, detect_layout, map_state_dict
 
 # The test inputs are smaller than the models' 224px: every family here accepts any size.
 SIZE = 160
@@ -388,6 +388,21 @@ def test_unsupported_pair_is_reported(tmp_path, capsys):
     assert 'mobilenet_v3_small -> se_mobilenet_v3_small_100' in err
 
 
+def test_layout_detection():
+    with torch.device('meta'):
+        assert detect_layout(timm.create_model('seresnet50').state_dict()) == 'timm'
+        assert detect_layout(timm.create_model('efficientnet_b0').state_dict()) == 'timm'
+        assert detect_layout(torchvision.models.get_model('efficientnet_b0').state_dict()) == 'torchvision'
+        assert detect_layout(torchvision.models.get_model('mobilenet_v3_small').state_dict()) == 'torchvision'
+        assert detect_layout(senet_se_resnet50().state_dict()) == 'senet'
+
+
+def test_source_format_overrides_detection(tmp_path, capsys, small_timm_checkpoint):
+    err = _refused(tmp_path, capsys, small_timm_checkpoint, 'se_mobilenet_v3_small_100.x',
+                   ['--source-format', 'torchvision'])
+    assert 'the torchvision checkpoint has 0 feature units' in err
+
+
 def test_unknown_layout_asks_for_source_format(tmp_path, capsys):
     err = _refused(tmp_path, capsys, {'encoder.weight': torch.zeros(2)}, 'se_resnet50.x')
     assert '--source-format' in err
@@ -410,6 +425,12 @@ def test_existing_output_is_never_overwritten(tmp_path, capsys, small_timm_check
                  'se_mobilenet_v3_small_100.x', '--out', str(out)]) == 2
     assert 'already exists' in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ['keep.txt']
+
+
+def test_missing_checkpoint_file_is_reported(tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert main(['convert', '--source', str(tmp_path / 'nope.pth'), '--to', 'se_resnet50.x', '--out', str(out)]) == 2
+    assert f'no checkpoint file {tmp_path / "nope.pth"}' in capsys.readouterr().err and not out.exists()
 
 
 def test_bad_target_is_reported(tmp_path, capsys):
