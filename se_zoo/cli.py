@@ -83,11 +83,99 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_convert)
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from .finetune import finetune
+    options = {k: v for k, v in vars(args).items() if k not in ('command', 'run', 'model', 'data', 'no_progress')}
+    options.update(model_kwargs=dict(args.model_kwargs), se_kwargs=dict(args.se_kwargs))
+    result = finetune(args.model, args.data, progress=not args.no_progress, **options)
+    if result.rank == 0:
+        best = result.history[result.best_epoch]
+        print(f'test accuracy: {result.final_accuracy:.2f}% after {len(result.history)} epochs '
+              f'(best {best.eval_accuracy:.2f}% at epoch {result.best_epoch + 1}, {best.eval_samples} images); '
+              f'publish-ready weights: {result.best_dir}')
+    return 0
+
+
+def _keyword(text: str) -> tuple:
+    """``KEY=VALUE`` with VALUE a Python literal (a bare word stays a string), for --model-kwargs/--se-kwargs."""
+    import ast
+    key, sep, value = text.partition('=')
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f'{text!r} is not KEY=VALUE')
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('finetune', help='fine-tune a model on an ImageFolder directory or Fashion-MNIST',
+                       description='Fine-tune any se_zoo or timm model. Run under `torchrun --nproc-per-node N` '
+                                   'for data-parallel training; --batch-size is per process.')
+    p.add_argument('model', help='model name, e.g. se_resnet18 (se-zoo list) or any timm model')
+    p.add_argument('--data', default='fashion-mnist',
+                   help="'fashion-mnist' (apt-get install dataset-fashion-mnist) or an ImageFolder root with "
+                        "train/ and val/ (default: fashion-mnist)")
+    p.add_argument('--output', default='output', help='checkpoint directory (best/, last/; default: output)')
+    start = p.add_mutually_exclusive_group()
+    start.add_argument('--pretrained', action='store_true', help="start from the model's published weights")
+    start.add_argument('--init', metavar='PATH', help='start from a local .safetensors file or publish-ready folder')
+    p.add_argument('--model-kwargs', nargs='*', default=[], type=_keyword, metavar='KEY=VALUE',
+                   help="architecture keywords, e.g. channels='(32,64,128,256)' stem_width=32")
+    p.add_argument('--add-se', action='store_true', help='retrofit SE blocks (se_zoo.add_se) before training')
+    p.add_argument('--se-kwargs', nargs='*', default=[], type=_keyword, metavar='KEY=VALUE',
+                   help='SE keywords for --add-se, e.g. r=8 gate=hard_sigmoid')
+    p.add_argument('--img-size', type=int, default=None, help="input resolution (default: the model's)")
+    p.add_argument('--epochs', type=int, default=10)
+    p.add_argument('--batch-size', type=int, default=128, help='per process (default: 128)')
+    p.add_argument('--opt', default='adamw', help='timm optimizer name (default: adamw)')
+    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--weight-decay', type=float, default=0.05)
+    p.add_argument('--momentum', type=float, default=0.9)
+    p.add_argument('--sched', default='cosine', help='timm scheduler name (default: cosine)')
+    p.add_argument('--warmup-epochs', type=int, default=0)
+    p.add_argument('--min-lr', type=float, default=0.)
+    p.add_argument('--scale', type=float, nargs=2, default=(0.5, 1.0), metavar=('MIN', 'MAX'),
+                   help='random-resized-crop area range (default: 0.5 1.0)')
+    p.add_argument('--hflip', type=float, default=0.5)
+    p.add_argument('--color-jitter', type=float, default=0.)
+    p.add_argument('--auto-augment', default=None, help="timm auto-augment policy, e.g. 'rand-m9-mstd0.5'")
+    p.add_argument('--re-prob', type=float, default=0., help='random erasing probability')
+    p.add_argument('--mixup', type=float, default=0., help='mixup alpha (timm.data.Mixup)')
+    p.add_argument('--cutmix', type=float, default=0., help='cutmix alpha')
+    p.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
+    p.add_argument('--train-samples', type=int, default=None, help='train on a subset of this size')
+    p.add_argument('--eval-samples', type=int, default=None, help='evaluate on a subset of this size')
+    p.add_argument('--workers', type=int, default=2, help='data-loading processes per training process')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default=None, help='cpu, cuda, ... (default: cuda if available)')
+    p.add_argument('--resume', action='store_true', help='continue the run checkpointed in --output')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar or per-epoch lines')
+    p.set_defaults(run=_finetune)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .excitations import inspect_excitations
+    path = inspect_excitations(args.model, args.out, data=args.data, num_samples=args.samples, num_blocks=args.blocks)
+    print(f'wrote {path}')
+    return 0
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('inspect', help="plot per-class mean SE excitations per stage (the paper's Fig. 6)")
+    p.add_argument('model', help='a publish-ready folder (e.g. output/best), local-dir:PATH or hf-hub:ORG/NAME')
+    p.add_argument('--data', default='fashion-mnist', help='the dataset the model was trained on')
+    p.add_argument('--out', default='excitations.png', help='PNG to write (default: excitations.png)')
+    p.add_argument('--samples', type=int, default=2000, help='eval images to average over (default: 2000)')
+    p.add_argument('--blocks', type=int, default=6, help='SE blocks to plot, spread early to late (default: 6)')
+    p.set_defaults(run=_inspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``se-zoo`` argument parser."""
     parser = argparse.ArgumentParser(prog='se-zoo', description='Squeeze-and-Excitation networks for timm.')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    for add in (_add_list, _add_info, _add_push, _add_convert):
+    for add in (_add_list, _add_info, _add_push, _add_convert, _add_finetune, _add_inspect):
         add(sub)
     return parser
 

@@ -203,6 +203,7 @@ class _Run:
         self.data_config = self._data_config(model)
         _describe_inputs(model, self.data_config, self.classes)
         train_loader, self.train_sampler = self._train_loader(train_set)
+        self.steps_per_epoch = len(train_loader)
         eval_loader = self._eval_loader(eval_set)
         model.to(self.device)
 
@@ -346,8 +347,9 @@ class _Run:
         totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
         step = epoch * len(loader)
         start = time.perf_counter()
+        # disable=None: a bar on a terminal only, so logs get the per-epoch lines without carriage-return noise.
         bar = tqdm(loader, desc=f'epoch {epoch + 1}/{self.config.epochs}', unit='batch', leave=False,
-                   disable=not self.config.progress or self.rank != 0, dynamic_ncols=True)
+                   disable=None if self.config.progress and self.rank == 0 else True, dynamic_ncols=True)
         for images, targets in bar:
             images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
             inputs, soft_targets = mixup_fn(images, targets) if mixup_fn is not None else (images, targets)
@@ -422,6 +424,8 @@ class _Run:
             meta = {
                 'epoch': epoch + 1, 'best': best, 'history': [dataclasses.asdict(h) for h in history],
                 'config': _config_json(self.config), 'world_size': self.world_size,
+                'global_batch_size': self.config.batch_size * self.world_size,
+                'steps_per_epoch': self.steps_per_epoch,
                 'optimizer': optimizer_meta, 'scheduler': scheduler.state_dict(),
             }
             (folder / f'{TRAINING_STATE_NAME}.json').write_text(json.dumps(meta, indent=2))
