@@ -150,6 +150,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default=None, help='cpu, cuda, ... (default: cuda if available)')
     p.add_argument('--resume', action='store_true', help='continue the run checkpointed in --output')
+    p.add_argument('--overwrite', action='store_true', help='start afresh, replacing a checkpoint in --output')
     p.add_argument('--no-progress', action='store_true', help='no progress bar or per-epoch lines')
     p.set_defaults(run=_finetune)
 

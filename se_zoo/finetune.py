@@ -83,6 +83,7 @@ class FinetuneConfig:
     amp: Optional[bool] = None
     device: Optional[str] = None
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -93,6 +94,8 @@ class FinetuneConfig:
                 raise ValueError(f'{name}={value!r} must be a positive integer')
         if not self.lr > 0:
             raise ValueError(f'lr={self.lr!r} must be > 0')
+        if self.resume and self.overwrite:
+            raise ValueError('give either resume=True (continue the checkpoint) or overwrite=True (replace it), not both')
         if self.pretrained and self.init:
             raise ValueError('give either pretrained=True (published weights) or init=PATH (local weights), not both')
         if self.workers < 0:
@@ -189,9 +192,9 @@ class _Run:
         has_checkpoint = _find_last(self.output) is not None
         if self.config.resume and not has_checkpoint:
             raise FileNotFoundError(f'resume: no checkpoint under {self.output} (expected {self.last_dir})')
-        if not self.config.resume and has_checkpoint:
+        if not self.config.resume and not self.config.overwrite and has_checkpoint:
             raise ValueError(f'{self.output} already holds a checkpoint; pass resume=True (--resume) to continue '
-                             f'it, or choose another output directory')
+                             f'it, overwrite=True (--overwrite) to replace it, or choose another output directory')
 
     def _train(self) -> FinetuneResult:
         from .data import create_datasets

@@ -1,0 +1,242 @@
+"""se_zoo.finetune / se-zoo finetune: learning on real Fashion-MNIST, resume, seeding, DDP, checkpoints, bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import se_zoo
+from se_zoo import data as se_data
+from se_zoo.cli import main
+from se_zoo.finetune import finetune
+
+# A narrow SE-ResNet-18 at Fashion-MNIST's own 28 px: big enough to learn, small enough for 2 CPU cores.
+TINY = dict(model_kwargs=dict(channels=(8, 16, 32, 64), stem_width=8), img_size=28)
+TINY_CLI = ['--model-kwargs', 'channels=(8,16,32,64)', 'stem_width=8', '--img-size', '28']
+
+
+def _state(folder: Path):
+    return load_file(str(folder / 'model.safetensors'))
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """One short real fine-tune shared by the tests that need a trained model."""
+    output = tmp_path_factory.mktemp('trained') / 'run'
+    result = finetune('se_resnet18', 'fashion-mnist', output=str(output), epochs=2, batch_size=32, lr=5e-3,
+                      scale=(1., 1.), train_samples=1000, eval_samples=300, workers=0, progress=False, **TINY)
+    return result
+
+
+def test_short_finetune_learns_fashion_mnist(trained):
+    # 10 classes: chance is 10%. 1,000 real images for two epochs get far above it.
+    assert trained.history[-1].eval_samples == 300
+    assert trained.best_accuracy >= 50, [h.eval_accuracy for h in trained.history]
+    assert trained.history[-1].train_loss < trained.history[0].train_loss
+
+
+def test_best_checkpoint_is_a_publish_ready_folder_timm_loads(trained):
+    best = trained.best_dir
+    assert sorted(p.name for p in best.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    config = json.loads((best / 'config.json').read_text())
+    assert config['architecture'] == 'se_resnet18'
+    assert config['pretrained_cfg']['label_names'][0] == 'T-shirt/top'
+    assert config['pretrained_cfg']['input_size'] == [3, 28, 28]
+    card = (best / 'README.md').read_text()
+    assert f'value: {round(trained.best_accuracy, 2)}' in card and 'fashion_mnist' in card
+    # timm rebuilds it from the folder alone, and it predicts what the trained model predicts.
+    loaded = timm.create_model(f'local-dir:{best}', pretrained=True).eval()
+    model = trained.model.eval()
+    model.load_state_dict(_state(best))
+    x = torch.randn(4, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    # last/ holds the resumable state next to the same three files, and no temporary folder is left.
+    assert {'training_state.json', 'training_state.safetensors'} <= {p.name for p in trained.last_dir.iterdir()}
+    assert sorted(p.name for p in trained.last_dir.parent.iterdir()) == ['best', 'last']
+
+
+def test_resumed_run_equals_uninterrupted_and_seed_repeats(tmp_path):
+    # workers=2: augmentation runs in worker processes, whose seeds must follow the run's seed as well.
+    options = dict(epochs=2, batch_size=32, train_samples=256, eval_samples=64, workers=2, progress=False,
+                   seed=7, **TINY)
+    first_epoch = {}
+
+    def snapshot(stats):
+        if stats.epoch == 0:
+            first_epoch.update(_state(tmp_path / 'full' / 'last'))
+
+    def interrupt(stats):
+        raise KeyboardInterrupt  # as Ctrl-C right after the first epoch's checkpoint
+
+    full = finetune('se_resnet18', output=str(tmp_path / 'full'), on_epoch_end=snapshot, **options)
+    with pytest.raises(KeyboardInterrupt):
+        finetune('se_resnet18', output=str(tmp_path / 'split'), on_epoch_end=interrupt, **options)
+    assert json.loads((tmp_path / 'split' / 'last' / 'training_state.json').read_text())['epoch'] == 1
+    # Same seed, same result: the second run's first epoch is the first run's, bit for bit.
+    _assert_same_weights(first_epoch, _state(tmp_path / 'split' / 'last'))
+
+    resumed = finetune('se_resnet18', output=str(tmp_path / 'split'), resume=True, **options)
+    _assert_same_weights(_state(tmp_path / 'full' / 'last'), _state(tmp_path / 'split' / 'last'))
+    assert [(h.train_loss, h.eval_accuracy) for h in resumed.history] == \
+        [(h.train_loss, h.eval_accuracy) for h in full.history]
+
+    other = finetune('se_resnet18', output=str(tmp_path / 'seed8'), **dict(options, seed=8))
+    assert not torch.equal(other.model.state_dict()['fc.weight'], full.model.state_dict()['fc.weight'])
+
+
+def test_resume_refuses_a_changed_recipe_and_a_fresh_run_refuses_to_overwrite(tmp_path, trained):
+    output = str(trained.last_dir.parent)
+    with pytest.raises(ValueError, match='already holds a checkpoint'):
+        finetune('se_resnet18', output=output, epochs=2, **TINY)
+    with pytest.raises(ValueError, match=r'different .*lr'):
+        finetune('se_resnet18', output=output, resume=True, epochs=2, batch_size=32, lr=1e-2, scale=(1., 1.),
+                 train_samples=1000, eval_samples=300, workers=0, progress=False, **TINY)
+    with pytest.raises(FileNotFoundError, match='no checkpoint'):
+        finetune('se_resnet18', output=str(tmp_path / 'empty'), resume=True, **TINY)
+
+
+def test_two_process_gloo_ddp_through_torchrun(tmp_path):
+    output = tmp_path / 'ddp'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
+           '-m', 'se_zoo.cli', 'finetune', 'se_resnet18', *TINY_CLI, '--epochs', '1', '--batch-size', '16',
+           '--train-samples', '96', '--eval-samples', '40', '--workers', '0', '--device', 'cpu',
+           '--output', str(output)]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((output / 'last' / 'training_state.json').read_text())
+    assert meta['world_size'] == 2
+    assert meta['global_batch_size'] == 32
+    assert meta['steps_per_epoch'] == 3  # 96 images / (2 processes x 16)
+    assert meta['history'][0]['train_samples'] == 96  # each image once, across the two processes
+    assert meta['history'][0]['eval_samples'] == 40
+    assert proc.stdout.count('test accuracy:') == 1  # only rank 0 reports
+
+
+# ---- bad input: a clear error, and nothing written ------------------------------------------------------------
+
+def _write_image_folder(root: Path, photos, classes=('cat', 'cup')) -> Path:
+    for split in ('train', 'val'):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(3):
+                photos[c].resize((40 + 4 * i, 40)).save(folder / f'{i}.png')
+    return root
+
+
+def _fails(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    return err
+
+
+def test_image_folder_trains(tmp_path, photos):
+    root = _write_image_folder(tmp_path / 'data', photos)
+    result = finetune('se_resnet18', str(root), output=str(tmp_path / 'out'), epochs=1, batch_size=4, workers=0,
+                      progress=False, **TINY)
+    assert result.history[0].train_samples == 6 and result.history[0].eval_samples == 6
+    config = json.loads((result.best_dir / 'config.json').read_text())
+    assert config['num_classes'] == 2 and config['pretrained_cfg']['label_names'] == ['cat', 'cup']
+
+
+def test_missing_dataset_dir(tmp_path, capsys):
+    out = tmp_path / 'out'
+    _fails(capsys, ['finetune', 'se_resnet18', '--data', str(tmp_path / 'nope'), '--output', str(out)],
+           f'dataset directory {tmp_path / "nope"} does not exist')
+    assert not out.exists()
+
+
+def test_empty_class_folder(tmp_path, photos, capsys):
+    root = _write_image_folder(tmp_path / 'data', photos)
+    (root / 'train' / 'empty').mkdir()
+    out = tmp_path / 'out'
+    _fails(capsys, ['finetune', 'se_resnet18', '--data', str(root), '--output', str(out)],
+           f'class folder {root / "train" / "empty"} holds no images')
+    assert not out.exists()
+
+
+def test_corrupt_image(tmp_path, photos, capsys):
+    root = _write_image_folder(tmp_path / 'data', photos)
+    bad = root / 'train' / 'cup' / 'broken.jpg'
+    bad.write_bytes(b'\xff\xd8\xff\xe0 this is not a jpeg')
+    out = tmp_path / 'out'
+    _fails(capsys, ['finetune', 'se_resnet18', '--data', str(root), '--output', str(out)],
+           f'cannot read image {bad}')
+    assert not out.exists()
+
+
+def test_truncated_image_is_reported_with_its_name(tmp_path, photos):
+    root = _write_image_folder(tmp_path / 'data', photos)
+    path = root / 'train' / 'cat' / '0.png'
+    # A PNG cut inside its pixel data may pass PIL's header check; decoding it must still name the file.
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match=f'cannot read image .*{path.name}'):
+        train, _, _ = se_data.create_datasets(str(root))
+        for i in range(len(train)):
+            train[i]
+
+
+def test_unknown_model(tmp_path, capsys):
+    out = tmp_path / 'out'
+    _fails(capsys, ['finetune', 'se_resnet9', '--output', str(out)], "unknown model 'se_resnet9'")
+    assert not out.exists()
+
+
+def test_fashion_mnist_not_installed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(se_data, 'FASHION_MNIST_ROOT', tmp_path / 'no-datasets')
+    out = tmp_path / 'out'
+    _fails(capsys, ['finetune', 'se_resnet18', '--output', str(out)], 'apt-get install dataset-fashion-mnist')
+    assert not out.exists()
+
+
+def test_idx_reader_rejects_a_truncated_file(tmp_path):
+    import gzip
+    path = tmp_path / 'x-idx3-ubyte.gz'
+    header = (2051).to_bytes(4, 'big') + b''.join(n.to_bytes(4, 'big') for n in (2, 28, 28))
+    path.write_bytes(gzip.compress(header + bytes(28 * 28)))
+    with pytest.raises(ValueError, match='truncated'):
+        se_data.read_idx(path)
+    path.write_bytes(gzip.compress(header + bytes(2 * 28 * 28)))
+    assert se_data.read_idx(path).shape == (2, 28, 28)
+
+
+# ---- retrofit through finetune, and the inspect command -------------------------------------------------------
+
+def test_add_se_retrofits_a_plain_checkpoint_before_training(tmp_path, trained):
+    plain = finetune('resnet18', output=str(tmp_path / 'plain'), epochs=1, batch_size=32, train_samples=64,
+                     eval_samples=32, workers=0, progress=False, **TINY)
+    result = finetune('resnet18', output=str(tmp_path / 'se'), init=str(plain.best_dir), add_se=True,
+                      se_kwargs={'r': 4}, epochs=1, batch_size=32, train_samples=64, eval_samples=32, workers=0,
+                      progress=False, **TINY)
+    state = _state(result.last_dir)
+    se_keys = [k for k in state if '.se.fc' in k]
+    assert len(se_keys) == 8 * 4  # 8 blocks x fc1/fc2 weight and bias
+    assert 'add_se' in (result.best_dir / 'README.md').read_text()
+    # It continued from the plain weights: the stem conv moved only by one epoch of fine-tuning.
+    start = _state(plain.best_dir)['conv1.weight']
+    assert (state['conv1.weight'] - start).abs().max() < start.abs().max()
+
+
+def test_inspect_plots_per_class_excitations(tmp_path, trained, capsys):
+    png = tmp_path / 'excitations.png'
+    assert main(['inspect', str(trained.best_dir), '--out', str(png), '--samples', '200', '--blocks', '4']) == 0
+    assert f'wrote {png}' in capsys.readouterr().out
+    with Image.open(png) as img:
+        assert img.format == 'PNG' and img.width > 400
+        assert len(np.unique(np.asarray(img.convert('L')))) > 16  # curves, not a blank canvas
