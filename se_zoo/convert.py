@@ -4,7 +4,7 @@ Supported sources (``KNOWN_SOURCES``), each with the se_zoo architecture it conv
 
 - timm ``seresnet*`` / ``seresnext*`` / ``mobilenetv3_*_100`` / ``efficientnet_b0..b7``: se_zoo's state dicts are
   timm's, except that timm's EfficientNet/MobileNetV3 SE convs are named ``conv_reduce``/``conv_expand``;
-- torchvision ``efficientnet_b0``, ``mobilenet_v3_large``, ``mobilenet_v3_small``: ``features.N[.M].block.J`` is
+- torchvision ``efficientnet_b0..b7``, ``mobilenet_v3_large``, ``mobilenet_v3_small``: ``features.N[.M].block.J`` is
   mapped block by block onto timm's ``blocks.S.B`` (torchvision's MobileNetV3 head ``Linear`` becomes timm's
   1x1 ``conv_head``), and the se_zoo model is built with torchvision's BatchNorm eps where it differs;
 - senet.pytorch ``se_resnet50``: torchvision's ResNet layout with a bias-free ``nn.Linear`` SE (``se.fc.0``,
@@ -97,10 +97,15 @@ def _timm_sources() -> List[KnownSource]:
 
 _TORCHVISION_URL = 'https://github.com/pytorch/vision'
 
-KNOWN_SOURCES: Tuple[KnownSource, ...] = tuple(_timm_sources()) + (
-    # torchvision's EfficientNet-B0 uses BatchNorm's default eps, as timm does.
-    KnownSource('torchvision', 'efficientnet_b0', 'se_efficientnet_b0',
-                license='bsd-3-clause', origin_url=_TORCHVISION_URL),
+def _torchvision_efficientnets() -> List[KnownSource]:
+    # torchvision's EfficientNet-B0..B4 use BatchNorm's default eps, as timm does; B5..B7 (weights ported from
+    # TensorFlow) use eps=1e-3.
+    return [KnownSource('torchvision', f'efficientnet_b{i}', f'se_efficientnet_b{i}',
+                        {'bn_eps': 1e-3} if i >= 5 else {}, license='bsd-3-clause', origin_url=_TORCHVISION_URL)
+            for i in range(8)]
+
+
+KNOWN_SOURCES: Tuple[KnownSource, ...] = tuple(_timm_sources()) + tuple(_torchvision_efficientnets()) + (
     # torchvision's MobileNetV3 BatchNorm has eps=1e-3 (timm's default is 1e-5).
     KnownSource('torchvision', 'mobilenet_v3_large', 'se_mobilenet_v3_large_100', {'bn_eps': 1e-3},
                 license='bsd-3-clause', origin_url=_TORCHVISION_URL),

@@ -241,6 +241,26 @@ def test_every_timm_source_maps_completely(known):
     assert {k: v.shape for k, v in mapped.items()} == {k: v.shape for k, v in target.items()}
 
 
+@pytest.mark.parametrize('known', [k for k in KNOWN_SOURCES if k.layout == 'torchvision'], ids=lambda k: k.model)
+def test_every_torchvision_source_maps_completely(known):
+    with torch.device('meta'):
+        source = torchvision.models.get_model(known.model).state_dict()
+        target = timm.create_model(known.target, **known.target_kwargs).state_dict()
+    mapped = map_state_dict(source, 'torchvision', target)
+    assert {k: v.shape for k, v in mapped.items()} == {k: v.shape for k, v in target.items()}
+
+
+# B1 stands for B1..B4 (B0's ops at other depths and widths), B5 for B5..B7 (BatchNorm eps=1e-3).
+@pytest.mark.parametrize('name', ['efficientnet_b1', 'efficientnet_b5'])
+def test_torchvision_efficientnet_is_equivalent(name, photo_batch):
+    known = next(k for k in KNOWN_SOURCES if k.layout == 'torchvision' and k.model == name)
+    converted = timm.create_model(known.target, **known.target_kwargs).eval()
+    images = photo_batch(64, converted)
+    source = realistic(images, build_source('torchvision', name))
+    converted.load_state_dict(map_state_dict(source.state_dict(), 'torchvision', converted.state_dict()))
+    print(f'torchvision {name}: max abs logit diff {assert_equivalent(source, converted, images):.3g}')
+
+
 def test_known_sources_are_se_zoo_models():
     assert {k.target for k in KNOWN_SOURCES} <= set(se_zoo.list_models())
 
