@@ -6,7 +6,7 @@ unreadable image, Fashion-MNIST not installed) raise an error that names the pat
 """
 import gzip
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -175,8 +175,9 @@ def create_datasets(
     """The (train, eval, class names) of ``data``: ``'fashion-mnist'`` or an ImageFolder root.
 
     An ImageFolder root holds ``train/`` and ``val/`` (or ``validation/``, ``test/``), each ``<class>/<images>``;
-    the eval split uses the training split's class indices. ``*_samples`` keep only a prefix of each split.
-    Transforms are left unset.
+    the eval split uses the training split's class indices. ``*_samples`` keep a subset of each split (a prefix
+    of Fashion-MNIST, whose files are already shuffled; a fixed random subset of a folder). The datasets yield
+    PIL images: wrap them in ``TransformedDataset``.
     """
     if str(data) == FASHION_MNIST:
         train = FashionMNIST('train', num_samples=train_samples)

@@ -23,7 +23,7 @@ and are refused.
 """
 import math
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 import torch.nn as nn

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import se_zoo
 from se_zoo import data as se_data
 from se_zoo.cli import main
 from se_zoo.finetune import finetune

@@ -1,5 +1,4 @@
 """se_zoo.add_se: exact identity at insertion on every supported family, trainable SE, clear refusals; excitations."""
-from collections import OrderedDict
 
 import pytest
 import timm
@@ -7,7 +6,6 @@ import torch
 import torch.nn as nn
 import torchvision
 
-import se_zoo
 from se_zoo import SqueezeExcite, add_se, excitations
 
 # (builder, SE blocks expected). Small members of each family (ResNets cut to one block per stage to keep the
