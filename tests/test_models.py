@@ -9,15 +9,16 @@ Which models each check covers:
 - every registered model (``se_zoo.list_models()``), real tensors: forward with grad checkpointing, backward
   with num_classes=42, forward_head(pre_logits=True) and get_classifier, group_matcher, features_only against
   feature_info and forward_intermediates, forward_intermediates against forward_features, drop_rate and
-  drop_path_rate;
+  drop_path_rate, TorchScript (scripted under ``set_layer_config(scriptable=True)``, equal outputs) and
+  torchvision FX (traced whole model bit-equal to eager, traced and run under no_grad as timm's test does);
 - every registered model, meta device: pool_size and num_features at the default input size, first_conv /
   classifier naming real modules, reset_classifier, num_classes=0 / global_pool='' at init, out_indices,
   in_chans, pretrained_cfg_overlay;
 - one model per distinct block implementation (``REPRESENTATIVES``; the other models repeat those blocks at
-  another depth or width): TorchScript (scripted under ``set_layer_config(scriptable=True)``, equal outputs),
-  torchvision FX (whole model and feature extraction, bit-equal to eager) and ``torch.compile(fullgraph=True)``
-  with the 'aot_eager' backend (dynamo + AOTAutograd tracing, so a graph break fails, without inductor's code
-  generation), plus the SE-ResNet ablation variants (placement, squeeze, gate, se_stages) through all three;
+  another depth or width): FX feature extraction (timm's ``FeatureGraphNet``) bit-equal to
+  forward_intermediates, and ``torch.compile(fullgraph=True)`` with the 'aot_eager' backend (dynamo +
+  AOTAutograd tracing, so a graph break fails, without inductor's code generation); the SE-ResNet ablation
+  variants (placement, squeeze, gate, se_stages) through TorchScript, FX and compile;
 - ONNX export with torch.onnx.export's default exporter (dynamo, dynamic batch) and onnxruntime parity at
   atol 1e-4: one model per family (``ONNX_MODELS``).
 """
@@ -104,6 +105,7 @@ def test_backward_every_param_gets_grad(model_name):
     model = timm.create_model(model_name, num_classes=42).train()
     out = model(_input())
     assert out.shape == (BATCH_SIZE, 42)
+    assert torch.isfinite(out).all()
     out.mean().backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad, f'parameters without a gradient: {no_grad}'
@@ -288,13 +290,12 @@ def _assert_fx_equal(model: nn.Module) -> None:
 
 
 @pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated')
-@pytest.mark.parametrize('name', REPRESENTATIVES)
-def test_torchscript(name, randomize_batchnorm):
-    _assert_torchscript_equal(name, randomize_batchnorm)
+def test_torchscript(model_name, randomize_batchnorm):
+    _assert_torchscript_equal(model_name, randomize_batchnorm)
 
 
-def test_fx_equals_eager(representative):
-    _assert_fx_equal(representative)
+def test_fx_equals_eager(eval_model):
+    _assert_fx_equal(eval_model)
 
 
 def test_fx_feature_extraction_equals_intermediates(representative):
