@@ -147,12 +147,16 @@ def detect_layout(keys: Sequence[str]) -> str:
         f'name it with --source-format ({", ".join(LAYOUTS)})')
 
 
+# A mapper returns the state_dict under se_zoo's keys and the source keys it has no place for.
+_Mapping = Tuple[Dict[str, torch.Tensor], List[str]]
+
+
 def _linear_as_conv(weight: torch.Tensor) -> torch.Tensor:
     # A Linear on pooled features is a 1x1 conv: (out, in) -> (out, in, 1, 1).
     return weight[:, :, None, None] if weight.ndim == 2 else weight
 
 
-def _map_timm(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[str]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+def _map_timm(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[str]) -> _Mapping:
     mapped = {}
     for key, value in state_dict.items():
         m = _TIMM_EFFNET_SE.match(key)
@@ -160,7 +164,7 @@ def _map_timm(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[str]) -
     return mapped, []
 
 
-def _map_senet(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[str]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+def _map_senet(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[str]) -> _Mapping:
     # Everything but the SE is torchvision's ResNet naming, which timm's ResNet shares.
     mapped = {}
     for key, value in state_dict.items():
@@ -172,9 +176,9 @@ def _map_senet(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[str]) 
     return mapped, []
 
 
-# torchvision: one entry of `features` is a ConvNormActivation (`features.N.0` conv, `features.N.1` norm) or a block
-# (`features.N.block.J` or, with stages, `features.N.M.block.J`); inside a block, `block.J` is again a ConvNormActivation
-# or a SqueezeExcitation (`fc1`, `fc2`).
+# torchvision: one entry of `features` is a ConvNormActivation (`features.N.0` conv, `features.N.1` norm) or a
+# block (`features.N.block.J` or, with stages, `features.N.M.block.J`); inside a block, `block.J` is again a
+# ConvNormActivation or a SqueezeExcitation (`fc1`, `fc2`).
 _TV_FEATURE = re.compile(r'features\.(\d+)\.(?:(\d+)\.)?block\.(\d+)\.(.+)$|features\.(\d+)\.([01])\.(.+)$')
 _TV_CLASSIFIER = re.compile(r'classifier\.(\d+)\.(weight|bias)$')
 
@@ -203,7 +207,7 @@ def _timm_units(target_keys: Sequence[str]) -> Tuple[List[Tuple[str, Tuple[Tuple
     return units, linears
 
 
-def _map_torchvision(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[str]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+def _map_torchvision(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[str]) -> _Mapping:
     # Group the source keys by feature unit (N or N.M), then by layer J inside a block.
     units: Dict[Tuple[int, ...], Dict[Any, Dict[str, torch.Tensor]]] = {}
     linears: Dict[int, Dict[str, torch.Tensor]] = {}
@@ -224,26 +228,31 @@ def _map_torchvision(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[
     target_units, target_linears = _timm_units(target_keys)
     if len(units) != len(target_units) or len(linears) != len(target_linears):
         raise ConversionError(
-            f'the torchvision checkpoint has {len(units)} feature units and {len(linears)} classifier Linear layers, '
-            f'the se_zoo model {len(target_units)} and {len(target_linears)}: a different architecture')
+            f'the torchvision checkpoint has {len(units)} feature units and {len(linears)} classifier Linear '
+            f'layers, the se_zoo model {len(target_units)} and {len(target_linears)}: a different architecture')
 
     mapped = {}
     for (source_unit, layers), (prefix, convs) in zip(sorted(units.items()), target_units):
         source_name = 'features.' + '.'.join(map(str, source_unit))
-        # A unit is either one ConvNormActivation (key None) or a block of ConvNormActivations and one SE.
-        conv_layers = [layers[j] for j in sorted(j for j in layers if j is not None and 'fc1.weight' not in layers[j])]
-        if None in layers:
-            conv_layers = [layers[None]]
-        se_layers = [layers[j] for j in layers if j is not None and 'fc1.weight' in layers[j]]
+        if None in layers:  # a ConvNormActivation of its own (stem, last conv)
+            conv_layers, se_layers = [(source_name, layers[None])], []
+        else:  # a block: ConvNormActivations and at most one SqueezeExcitation, in forward order
+            conv_layers = [(f'{source_name}.block.{j}', layers[j])
+                           for j in sorted(layers) if 'fc1.weight' not in layers[j]]
+            se_layers = [layers[j] for j in sorted(layers) if 'fc1.weight' in layers[j]]
         if len(conv_layers) != len(convs) or len(se_layers) > 1:
             raise ConversionError(
                 f'{source_name} has {len(conv_layers)} conv/norm layers and {len(se_layers)} SE layers; '
                 f'its se_zoo counterpart {prefix or "stem/head"} has {len(convs)} conv/norm layers: '
                 f'a different architecture')
-        for params, (conv, norm) in zip(conv_layers, convs):
+        for (source_layer, params), (conv, norm) in zip(conv_layers, convs):
             for name, value in params.items():
-                index, param = name.split('.', 1)
-                mapped[f'{prefix}{conv if index == "0" else norm}.{param}'] = value
+                index, _, param = name.partition('.')
+                module = {'0': conv, '1': norm}.get(index)  # ConvNormActivation: conv, norm, activation
+                if module is None:
+                    unmatched.append(f'{source_layer}.{name}')
+                else:
+                    mapped[f'{prefix}{module}.{param}'] = value
         for params in se_layers:
             mapped.update({f'{prefix}se.{name}': value for name, value in params.items()})
     for (_, params), name in zip(sorted(linears.items()), target_linears):
@@ -253,7 +262,7 @@ def _map_torchvision(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[
     return mapped, unmatched
 
 
-_MAPPERS: Dict[str, Callable[..., Tuple[Dict[str, torch.Tensor], List[str]]]] = {
+_MAPPERS: Dict[str, Callable[..., _Mapping]] = {
     'timm': _map_timm, 'torchvision': _map_torchvision, 'senet': _map_senet,
 }
 
@@ -438,11 +447,13 @@ def _photo_batch(model: nn.Module) -> torch.Tensor:
 
 
 class LogitDifference(NamedTuple):
+    """How a converted model's logits compare with its source's on the same images."""
     max_abs_diff: float
     max_abs_logit: float  # of the source, the scale the difference is judged against
     same_top1: bool
 
     def within(self, tolerance: float) -> bool:
+        """Same top-1 everywhere and a difference of at most ``tolerance`` x max(1, largest |logit|)."""
         return self.same_top1 and self.max_abs_diff <= tolerance * max(1., self.max_abs_logit)
 
 
