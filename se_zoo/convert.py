@@ -439,7 +439,7 @@ def _photo_batch(model: nn.Module) -> torch.Tensor:
     try:
         from skimage import data
     except ImportError:
-        raise RuntimeError('the equivalence check runs on skimage.data photos: pip install scikit-image') from None
+        raise RuntimeError("the equivalence check runs on skimage.data photos: pip install 'se-zoo[convert]'") from None
     from PIL import Image
     from timm.data import create_transform, resolve_data_config
     transform = create_transform(**resolve_data_config({}, model=model))
