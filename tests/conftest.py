@@ -39,8 +39,8 @@ def photo_batch(photos) -> Callable[..., torch.Tensor]:
     from timm.data import create_transform, resolve_data_config
 
     def make(size: int = 224, model: torch.nn.Module = None) -> torch.Tensor:
-        config = resolve_data_config({}, model=model) if model is not None else resolve_data_config({})
-        config['input_size'] = (3, size, size)
+        # timm's defaults (ImageNet mean/std, bicubic, crop 0.875) unless a model's pretrained cfg says otherwise
+        config = resolve_data_config({'input_size': (3, size, size)}, model=model)
         transform = create_transform(**config)
         return torch.stack([transform(p) for p in photos])
 
