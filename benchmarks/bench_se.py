@@ -5,9 +5,12 @@ from round to round), so that load from other processes hits all of them alike; 
 per-round ratios, a time the median over rounds. Models are randomly initialised (timings do not depend on the
 weights) and built at their default 224x224 resolution.
 
-    python benchmarks/bench_se.py --out benchmarks/results_cpu.md              # CPU, ~10 min on 2 idle cores
-    python benchmarks/bench_se.py --quick --out /tmp/smoke.md                  # smoke test, ~2 min
+    python benchmarks/bench_se.py --out benchmarks/results_cpu.md                # CPU: contiguous and channels_last
+    python benchmarks/bench_se.py --quick --out /tmp/smoke.md                    # smoke test, about a minute
     python benchmarks/bench_se.py --device cuda --out benchmarks/results_gpu.md  # bf16 autocast, channels_last
+
+The CPU run does 25 rounds of 15 models at batch 1 and 8, 9 training steps and 3 compiled models: about 27 minutes
+with 1 thread on a 2-core machine shared with other jobs; ``--rounds`` and ``--sections`` trade precision for time.
 
 Writes the markdown table to ``--out`` and a chart next to it (same name, ``.png``).
 """
@@ -53,6 +56,7 @@ class Row:
     times: Dict[str, float]  # implementation -> median seconds
     ratios: Dict[str, float]  # name -> median of per-round ratios
     extra: Dict[str, float] = field(default_factory=dict)
+    spread: Dict[str, Tuple[float, float]] = field(default_factory=dict)  # name -> interquartile range of the ratios
 
 
 @dataclass
@@ -106,6 +110,15 @@ def median_ratio(num: List[float], den: List[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
+def ratio_spread(num: List[float], den: List[float]) -> Tuple[float, float]:
+    """The 25th and 75th percentiles of the per-round ratios: how far apart two rounds of this machine can be."""
+    ratios = sorted(a / b for a, b in zip(num, den))
+    if len(ratios) < 4:
+        return ratios[0], ratios[-1]
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return q1, q3
+
+
 def peak_train_memory(step: Callable[[], object], device: torch.device) -> float:
     """Peak bytes allocated during one training step above what was live before it.
 
@@ -141,10 +154,15 @@ def peak_train_memory(step: Callable[[], object], device: torch.device) -> float
 
 # ---------------------------------------------------------------------------------------------------- models
 
-def build(name: str, settings: Settings, memory_format: torch.memory_format, optimized: bool = False) -> nn.Module:
-    """``optimized``: as ``se_zoo.optimize_for_inference(model)`` returns it (channels_last whatever the input)."""
+def build(name: str, settings: Settings, memory_format: torch.memory_format, optimized: bool = False,
+          reference: bool = False) -> nn.Module:
+    """``optimized``: as ``se_zoo.optimize_for_inference(model)`` returns it (channels_last whatever the input);
+    ``reference``: every SE-ResNet block on its straightforward path (``fused_se = False``)."""
     torch.manual_seed(0)
     model = timm.create_model(name)
+    for block in model.modules():
+        if reference and hasattr(block, 'fused_se'):
+            block.fused_se = False
     if optimized:
         return se_zoo.optimize_for_inference(model).to(settings.device)
     return model.to(settings.device, memory_format=memory_format).eval()
@@ -185,7 +203,8 @@ def bench_inference(settings: Settings, batches: Sequence[int], formats: Sequenc
     rows = []
     for fmt in formats:
         memory_format = FORMATS[fmt]
-        models = {PLAIN_BASELINE: build(PLAIN_BASELINE, settings, memory_format)}
+        models = {PLAIN_BASELINE: build(PLAIN_BASELINE, settings, memory_format),
+                  'se_resnet50 reference': build('se_resnet50', settings, memory_format, reference=True)}
         for _, timm_name, se_name in pairs:
             models[timm_name] = build(timm_name, settings, memory_format)
             models[se_name] = build(se_name, settings, memory_format)
@@ -195,15 +214,18 @@ def bench_inference(settings: Settings, batches: Sequence[int], formats: Sequenc
             samples = interleaved({n: inference_fn(m, x, settings) for n, m in models.items()}, settings)
             med = {n: statistics.median(v) for n, v in samples.items()}
             base = samples[PLAIN_BASELINE]
+            compared = ('seresnet50', 'se_resnet50', 'se_resnet50 reference')
             rows.append(Row('overhead', 'SE overhead vs resnet50', batch, fmt,
-                            {n: med[n] for n in (PLAIN_BASELINE, 'seresnet50', 'se_resnet50', 'se_resnet50+opt')
-                             if n in med},
-                            {n: median_ratio(samples[n], base) for n in ('seresnet50', 'se_resnet50') if n in med}))
+                            {n: med[n] for n in (PLAIN_BASELINE, *compared, 'se_resnet50+opt') if n in med},
+                            {n: median_ratio(samples[n], base) for n in compared if n in med},
+                            spread={n: ratio_spread(samples[n], base) for n in compared if n in med}))
             for label, timm_name, se_name in pairs:
                 rows.append(Row('inference', label, batch, fmt,
                                 {timm_name: med[timm_name], se_name: med[se_name], se_name + '+opt': med[se_name + '+opt']},
                                 {'eager': median_ratio(samples[timm_name], samples[se_name]),
-                                 'optimized': median_ratio(samples[timm_name], samples[se_name + '+opt'])}))
+                                 'optimized': median_ratio(samples[timm_name], samples[se_name + '+opt'])},
+                                spread={'eager': ratio_spread(samples[timm_name], samples[se_name]),
+                                        'optimized': ratio_spread(samples[timm_name], samples[se_name + '+opt'])}))
                 log(f'inference {fmt} b{batch} {label}: se_zoo x{rows[-1].ratios["eager"]:.3f} '
                     f'(optimized x{rows[-1].ratios["optimized"]:.3f}) vs timm')
             log(f'overhead {fmt} b{batch}: se_resnet50/resnet50 {rows[-len(pairs) - 1].ratios.get("se_resnet50", 0):.3f}')
@@ -229,7 +251,8 @@ def bench_training(settings: Settings, batch: int, fmt: str, pairs: Sequence[Tup
         rows.append(Row('training', label, batch, fmt,
                         {timm_name: statistics.median(samples[timm_name]), se_name: statistics.median(samples[se_name])},
                         {'step': median_ratio(samples[timm_name], samples[se_name])},
-                        {'peak_timm': peaks[timm_name], 'peak_se': peaks[se_name]}))
+                        {'peak_timm': peaks[timm_name], 'peak_se': peaks[se_name]},
+                        {'step': ratio_spread(samples[timm_name], samples[se_name])}))
         log(f'training {fmt} b{batch} {label}: se_zoo x{rows[-1].ratios["step"]:.3f} vs timm, '
             f'peak {peaks[se_name] / 2**20:.0f} vs {peaks[timm_name] / 2**20:.0f} MiB')
     rows.append(Row('training', 'SE overhead vs resnet50', batch, fmt,
@@ -264,7 +287,8 @@ def bench_compile(settings: Settings, batch: int, fmt: str, pairs: Sequence[Tupl
         rows.append(Row('compile', label, batch, fmt,
                         {timm_name: statistics.median(samples[timm_name]), se_name: statistics.median(samples[se_name])},
                         {'compiled': median_ratio(samples[timm_name], samples[se_name])},
-                        {'compile_s_timm': compile_s[timm_name], 'compile_s_se': compile_s[se_name]}))
+                        {'compile_s_timm': compile_s[timm_name], 'compile_s_se': compile_s[se_name]},
+                        {'compiled': ratio_spread(samples[timm_name], samples[se_name])}))
         log(f'compile {fmt} b{batch} {label}: se_zoo x{rows[-1].ratios["compiled"]:.3f} vs timm')
     if PLAIN_BASELINE in samples:
         rows.append(Row('compile', 'SE overhead vs resnet50', batch, fmt,
@@ -274,6 +298,13 @@ def bench_compile(settings: Settings, batch: int, fmt: str, pairs: Sequence[Tupl
 
 
 # ---------------------------------------------------------------------------------------------------- report
+
+def _ratio(row: Row, key: str) -> str:
+    if key not in row.spread:
+        return f'{row.ratios[key]:.3f}'
+    low, high = row.spread[key]
+    return f'{row.ratios[key]:.3f} ({low:.2f}–{high:.2f})'
+
 
 def _speed(seconds: float, batch: int, gpu: bool) -> str:
     return f'{batch / seconds:,.0f} img/s' if gpu else f'{seconds * 1e3:.1f} ms'
@@ -285,7 +316,8 @@ def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple
     out = ['# se_zoo vs timm: SE at (almost) no extra cost', '']
     out += [f'- {k}: {v}' for k, v in header.items()]
     out += ['', 'Speed-ups are medians of per-round ratios timm time / se_zoo time (> 1: se_zoo faster); '
-            f'absolute figures are {unit}. "optimized" is `se_zoo.optimize_for_inference(model)`.', '']
+            f'absolute figures are {unit}. In brackets: the interquartile range of the per-round ratios, this '
+            'machine\'s noise. "optimized" is `se_zoo.optimize_for_inference(model)`.', '']
 
     inference = [r for r in rows if r.section == 'inference']
     if inference:
@@ -295,19 +327,23 @@ def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple
         for r in inference:
             t, s, o = list(r.times.values())
             out.append(f'| {r.label} | {r.batch} | {r.fmt} | {_speed(t, r.batch, gpu)} | {_speed(s, r.batch, gpu)} | '
-                       f'{_speed(o, r.batch, gpu)} | {r.ratios["eager"]:.3f} | {r.ratios["optimized"]:.3f} |')
+                       f'{_speed(o, r.batch, gpu)} | {_ratio(r, "eager")} | {_ratio(r, "optimized")} |')
         out.append('')
     overhead = [r for r in rows if r.label == 'SE overhead vs resnet50']
     if overhead:
         out += ['## SE overhead: time / timm resnet50 time (1.00 = free)', '',
-                '| mode | batch | format | resnet50 | timm seresnet50 | se_zoo se_resnet50 | overhead timm | overhead se_zoo |',
-                '|---|---:|---|---:|---:|---:|---:|---:|']
+                '| mode | batch | format | resnet50 | timm seresnet50 | se_zoo se_resnet50 | overhead timm | '
+                'overhead se_zoo | overhead se_zoo reference path |',
+                '|---|---:|---|---:|---:|---:|---:|---:|---:|']
         for r in overhead:
             mode = {'overhead': 'inference eager', 'training': 'training step', 'compile': 'inference compiled'}[r.section]
+            reference = _ratio(r, 'se_resnet50 reference') if 'se_resnet50 reference' in r.ratios else '–'
             out.append(f'| {mode} | {r.batch} | {r.fmt} | {_speed(r.times[PLAIN_BASELINE], r.batch, gpu)} | '
                        f'{_speed(r.times["seresnet50"], r.batch, gpu)} | {_speed(r.times["se_resnet50"], r.batch, gpu)} | '
-                       f'{r.ratios["seresnet50"]:.3f} | {r.ratios["se_resnet50"]:.3f} |')
-        out.append('')
+                       f'{_ratio(r, "seresnet50")} | {_ratio(r, "se_resnet50")} | {reference} |')
+        out += ['', 'The reference path is se_zoo\'s own se_resnet50 with `fused_se = False` on every block '
+                '(`x * gate`, then `+ shortcut`): the difference to the column before it is what the fast path buys.',
+                '']
     training = [r for r in rows if r.section == 'training' and r.label != 'SE overhead vs resnet50']
     if training:
         out += ['## Training step (forward + backward + SGD step)', '',
@@ -316,7 +352,7 @@ def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple
         for r in training:
             t, s = list(r.times.values())
             out.append(f'| {r.label} | {r.batch} | {r.fmt} | {_speed(t, r.batch, gpu)} | {_speed(s, r.batch, gpu)} | '
-                       f'{r.ratios["step"]:.3f} | {r.extra["peak_timm"] / 2**20:.0f} MiB | '
+                       f'{_ratio(r, "step")} | {r.extra["peak_timm"] / 2**20:.0f} MiB | '
                        f'{r.extra["peak_se"] / 2**20:.0f} MiB |')
         out += ['', 'Peak memory: bytes allocated during one steady-state step above what was live before it '
                 + ('(`torch.cuda.max_memory_allocated`).' if gpu else
@@ -329,7 +365,7 @@ def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple
         for r in compiled:
             t, s = list(r.times.values())
             out.append(f'| {r.label} | {r.batch} | {r.fmt} | {_speed(t, r.batch, gpu)} | {_speed(s, r.batch, gpu)} | '
-                       f'{r.ratios["compiled"]:.3f} | {r.extra["compile_s_timm"]:.0f} s / {r.extra["compile_s_se"]:.0f} s |')
+                       f'{_ratio(r, "compiled")} | {r.extra["compile_s_timm"]:.0f} s / {r.extra["compile_s_se"]:.0f} s |')
         out.append('')
 
     targets = _targets(rows, gpu)
@@ -355,11 +391,11 @@ def _targets(rows: List[Row], gpu: bool) -> List[Tuple[str, bool, str]]:
                         ', '.join(f'{r.fmt} b{r.batch}: {r.ratios["eager"]:.3f}' for r in r50)))
         targets.append(('se_resnet50 optimized >= 1.3x timm seresnet50', min(r.ratios['optimized'] for r in r50) >= 1.3,
                         ', '.join(f'{r.fmt} b{r.batch}: {r.ratios["optimized"]:.3f}' for r in r50)))
-    speed = [(f'{r.section} {r.label} {r.fmt} b{r.batch}', v) for r in rows
+    speed = [(f'{r.section} {r.label} {r.fmt} b{r.batch}', r, k) for r in rows
              if r.section in ('inference', 'training') and r.label != 'SE overhead vs resnet50'
-             for k, v in r.ratios.items() if k in ('eager', 'step')]
+             for k in r.ratios if k in ('eager', 'step')]
     if speed:
-        slow = [f'{name}: {v:.3f}' for name, v in speed if v < 1.0]
+        slow = [f'{name}: {_ratio(r, k)}' for name, r, k in speed if r.ratios[k] < 1.0]
         targets.append(('no se_zoo model slower than timm (eager inference, training step)', not slow,
                         'slower: ' + ', '.join(slow) if slow else f'all {len(speed)} comparisons >= 1.0'))
     memory = [r for r in rows if r.section == 'training' and 'peak_se' in r.extra]
@@ -449,8 +485,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--rounds', type=int, default=None, help='interleaved rounds (default 25; --quick 2)')
     parser.add_argument('--quick', action='store_true', help='smoke test: 2 rounds, batch 1, 128 px, no compile')
-    parser.add_argument('--sections', default='inference,training,compile',
-                        help='comma-separated subset of inference,training,compile')
+    parser.add_argument('--sections', default=None,
+                        help='comma-separated subset of inference,training,compile (default all; --quick: no compile)')
     parser.add_argument('--compile-pairs', default='SE-ResNet-50',
                         help="comma-separated pair labels to torch.compile, or 'all' (default SE-ResNet-50, "
                              'which also compiles resnet50 for the overhead)')
@@ -469,12 +505,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     rounds = args.rounds or (2 if args.quick else 25)
     if rounds < 1:
         raise SystemExit('--rounds must be >= 1')
-    sections = {s.strip() for s in args.sections.split(',') if s.strip()}
+    default_sections = 'inference,training' if args.quick else 'inference,training,compile'
+    sections = {s.strip() for s in (args.sections or default_sections).split(',') if s.strip()}
     unknown = sections - {'inference', 'training', 'compile'}
     if unknown:
         raise SystemExit(f'unknown --sections {sorted(unknown)}; choose from inference, training, compile')
-    if args.quick and args.sections == parse_args([]).sections:
-        sections.discard('compile')
     labels = {p[0] for p in PAIRS}
     compile_pairs = PAIRS if args.compile_pairs == 'all' else tuple(
         p for p in PAIRS if p[0] in {s.strip() for s in args.compile_pairs.split(',')})
