@@ -76,3 +76,10 @@ def hub_server() -> 'HubServer':
     server = HubServer(_HUB_SOCKET).start()
     yield server
     server.stop()
+
+
+def pytest_configure(config) -> None:
+    # Under pytest-xdist each worker would start one intra-op thread per core: `-n 2` on 2 cores then runs 4
+    # busy threads, which spin against each other. One thread per worker keeps `-n N` at N busy cores.
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        torch.set_num_threads(1)
