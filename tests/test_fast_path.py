@@ -37,12 +37,13 @@ FAMILY_MODELS = (
 
 def _fused_and_reference(randomize_batchnorm, name, **kwargs):
     torch.manual_seed(0)
-    fused = randomize_batchnorm(timm.create_model(name, num_classes=10, **kwargs))
-    reference = copy.deepcopy(fused)
-    se_blocks = [m for m in reference.modules() if hasattr(m, 'fused_se')]
-    assert se_blocks and all(m.fused_se for m in fused.modules() if hasattr(m, 'fused_se')), 'fast path is the default'
+    reference = randomize_batchnorm(timm.create_model(name, num_classes=10, **kwargs))
+    fused = copy.deepcopy(reference)
+    se_blocks = [m for m in fused.modules() if hasattr(m, 'fused_se')]
+    assert se_blocks and not any(m.fused_se for m in reference.modules() if hasattr(m, 'fused_se')), \
+        'the bit-exact reference path is the default'
     for block in se_blocks:
-        block.fused_se = False
+        block.fused_se = True
     return fused, reference
 
 

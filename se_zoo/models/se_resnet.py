@@ -39,16 +39,18 @@ class _SEResidualMixin:
     pre: SE on the block input, feeding the residual branch only; post: SE after the add, before the
     final activation; identity: SE on the shortcut, in parallel with the residual branch.
 
-    ``fused_se`` (default True) selects the fast path for the standard and identity placements. It computes the
-    reference function (``fused_se = False``: ``x * gate``, then ``+ shortcut``) in fewer passes:
+    ``fused_se`` selects the fast path for the standard and identity placements. It computes the reference
+    function (``x * gate``, then ``+ shortcut``) in fewer passes:
 
     - in eval mode, a bottleneck with an average squeeze pools the *input* of its final 1x1 conv, 4x narrower,
       and applies that conv and the frozen BN to the pooled vector (a spatial mean commutes with both);
     - at inference (eval mode, autograd off) the gate multiply shares its pass with the residual add,
       ``addcmul(shortcut, x, gate)``, written into the branch output as timm's ``x += shortcut`` is.
+    With autograd on, the epilogue keeps the reference's rounding (multiply, then an in-place add).
 
-    With autograd on, the epilogue keeps the reference's rounding (multiply, then an in-place add): addcmul's
-    fused multiply-add differs in the last bit, so training stays bit-exact with the reference path.
+    It is off by default and on in ``se_zoo.optimize_for_inference``: both rewrites reorder floating-point sums
+    (a mean before rather than after conv3; a fused multiply-add), so eval logits move by about 1e-6 of their
+    scale, and a model loaded from timm's weights must give timm's logits bit for bit unless the user opts in.
     """
 
     def _init_se(self, inplanes: int, outplanes: int, se_layer: Optional[Callable[..., SqueezeExcite]],
@@ -57,7 +59,7 @@ class _SEResidualMixin:
             raise ValueError(f'placement={placement!r} is not supported; allowed values are {", ".join(PLACEMENTS)}')
         self.placement = placement
         self.se = se_layer(inplanes if placement == 'pre' else outplanes, **dd) if se_layer is not None else None
-        self.fused_se = True
+        self.fused_se = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -81,6 +83,9 @@ class _SEResidualMixin:
         assert self.se is not None
         # x is a fresh branch output at inference (DropPath is the identity in eval), so it can take the result
         fuse_epilogue = not self.training and not torch.is_grad_enabled()
+        if not torch.jit.is_scripting():
+            # an FX trace cannot branch on its proxies' dtypes; it records the plain epilogue
+            fuse_epilogue = fuse_epilogue and not torch.fx._symbolic_trace.is_fx_tracing()
         if self.placement == 'standard':
             x, gate = self._gated_residual(x)
             if fuse_epilogue and _can_write_into(x, shortcut, gate):
