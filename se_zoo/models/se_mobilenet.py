@@ -70,8 +70,9 @@ def _gen_se_mobilenet(
         pretrained: bool = False, **kwargs: Any,
 ) -> EfficientNet:
     """SE-MobileNet V1/V2 with the stem, head and activations of timm's ``_gen_mobilenet_v1/_v2``."""
+    # The paper's SE has ReLU inside, whatever the block's own activation (ReLU6 here).
     se_layer = mbconv_se_layer(arch_ratio=float(arch_def[0][0].rsplit('_se', 1)[1]), default_r=default_r,
-                               **pop_se_kwargs(kwargs))
+                               force_act='relu', **pop_se_kwargs(kwargs))
     round_chs_fn = partial(round_channels, multiplier=channel_multiplier)
     model_kwargs = dict(
         block_args=decode_arch_def(arch_def),
