@@ -305,6 +305,13 @@ def test_bad_se_stages(se_stages):
         timm.create_model('se_resnet50', se_stages=se_stages)
 
 
+@pytest.mark.parametrize('name', ['se_mobilenet_v2_050', 'se_mobilenet_v3_small_100', 'se_efficientnet_b0'])
+@pytest.mark.parametrize('kwargs', [dict(placement='pre'), dict(se_stages=(1,))])
+def test_resnet_only_kwargs_are_refused_by_mbconv_families(name, kwargs):
+    with pytest.raises(ValueError, match=rf'{next(iter(kwargs))}: only se_resnet\* models take this'):
+        timm.create_model(name, device='meta', **kwargs)
+
+
 def test_bad_placement():
     with pytest.raises(ValueError, match=r"placement='middle' is not supported; allowed values are standard, pre, post, identity"):
         timm.create_model('se_resnet50', placement='middle')

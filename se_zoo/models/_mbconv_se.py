@@ -4,13 +4,16 @@ The builder calls ``se_layer(chs, rd_ratio=arch_ratio / exp_ratio, act_layer=blo
 ``arch_ratio`` is the ``_se`` value written in the architecture string. se_zoo states the reduction
 as the paper's ``r`` instead, so the builder's ratio is rescaled by ``(1 / r) / arch_ratio``.
 """
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch.nn as nn
 
-from ..squeeze_excite import SqueezeExcite, se_layer_from_kwargs
+from ..squeeze_excite import SqueezeExcite, pop_se_kwargs, se_layer_from_kwargs
 
-__all__ = ['mbconv_se_layer']
+__all__ = ['mbconv_se_layer', 'pop_mbconv_se_kwargs']
+
+# SE keywords that only the residual blocks of se_resnet* understand.
+RESNET_ONLY_KWARGS = ('placement', 'se_stages')
 
 
 def mbconv_se_layer(arch_ratio: float, default_r: float, force_act: Optional[Any] = None,
@@ -33,3 +36,12 @@ def mbconv_se_layer(arch_ratio: float, default_r: float, force_act: Optional[Any
         return make_se(channels, rd_ratio=rd_ratio * scale, **({'act_layer': act} if act is not None else {}), **kwargs)
 
     return se_layer
+
+
+def pop_mbconv_se_kwargs(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """``pop_se_kwargs`` for the MBConv families, which have no placement or stage choice to make."""
+    misplaced = [name for name in RESNET_ONLY_KWARGS if name in kwargs]
+    if misplaced:
+        raise ValueError(f'{", ".join(misplaced)}: only se_resnet* models take this (it chooses where SE sits in a '
+                         f'residual block); MobileNet and EfficientNet place SE after every depthwise conv')
+    return pop_se_kwargs(kwargs)

@@ -14,9 +14,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 from timm.models.efficientnet import EfficientNet, _gen_efficientnet
 
-from ..squeeze_excite import pop_se_kwargs
 from ..weights import published_cfgs
-from ._mbconv_se import mbconv_se_layer
+from ._mbconv_se import mbconv_se_layer, pop_mbconv_se_kwargs
 from ._model_args import records_model_args
 
 # (channel multiplier, depth multiplier, resolution) from the EfficientNet paper.
@@ -34,7 +33,7 @@ _SCALING = {
 
 def _create_se_efficientnet(variant: str, pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     channel_multiplier, depth_multiplier, _ = _SCALING[variant]
-    se_kwargs = dict(dict(rd_divisor=1), **pop_se_kwargs(kwargs))
+    se_kwargs = dict(dict(rd_divisor=1), **pop_mbconv_se_kwargs(kwargs))
     se_layer = mbconv_se_layer(arch_ratio=0.25, default_r=4, **se_kwargs)
     return _gen_efficientnet(
         variant, channel_multiplier=channel_multiplier, depth_multiplier=depth_multiplier,

@@ -22,9 +22,8 @@ from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer
 from timm.models.efficientnet import EfficientNet, _create_effnet
 from timm.models.mobilenetv3 import MobileNetV3, _create_mnv3
 
-from ..squeeze_excite import pop_se_kwargs
 from ..weights import published_cfgs
-from ._mbconv_se import mbconv_se_layer
+from ._mbconv_se import mbconv_se_layer, pop_mbconv_se_kwargs
 from ._model_args import records_model_args
 
 _V1_ARCH = [
@@ -72,7 +71,7 @@ def _gen_se_mobilenet(
     """SE-MobileNet V1/V2 with the stem, head and activations of timm's ``_gen_mobilenet_v1/_v2``."""
     # The paper's SE has ReLU inside, whatever the block's own activation (ReLU6 here).
     se_layer = mbconv_se_layer(arch_ratio=float(arch_def[0][0].rsplit('_se', 1)[1]), default_r=default_r,
-                               force_act='relu', **pop_se_kwargs(kwargs))
+                               force_act='relu', **pop_mbconv_se_kwargs(kwargs))
     round_chs_fn = partial(round_channels, multiplier=channel_multiplier)
     model_kwargs = dict(
         block_args=decode_arch_def(arch_def),
@@ -90,7 +89,7 @@ def _gen_se_mobilenet(
 def _gen_se_mobilenet_v3(variant: str, arch_def: List[List[str]], num_features: int, pretrained: bool = False,
                          **kwargs: Any) -> MobileNetV3:
     """SE-MobileNetV3 as timm's ``_gen_mobilenet_v3`` builds it, with se_zoo's SE layer."""
-    se_kwargs = dict(dict(gate='hard_sigmoid'), **pop_se_kwargs(kwargs))
+    se_kwargs = dict(dict(gate='hard_sigmoid'), **pop_mbconv_se_kwargs(kwargs))
     # MobileNetV3 rounds the reduced width with timm's round_channels (round_limit 0.9).
     se_layer = mbconv_se_layer(arch_ratio=0.25, default_r=4, force_act='relu', round_limit=0.9, **se_kwargs)
     model_kwargs = dict(
