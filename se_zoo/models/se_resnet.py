@@ -85,7 +85,7 @@ class _SEResidualMixin:
         fuse_epilogue = not self.training and not torch.is_grad_enabled()
         if not torch.jit.is_scripting():
             # an FX trace cannot branch on its proxies' dtypes; it records the plain epilogue
-            fuse_epilogue = fuse_epilogue and not torch.fx._symbolic_trace.is_fx_tracing()
+            fuse_epilogue = fuse_epilogue and not _is_fx_symbolic_tracing()
         if self.placement == 'standard':
             x, gate = self._gated_residual(x)
             if fuse_epilogue and _can_write_into(x, shortcut, gate):
@@ -102,6 +102,11 @@ class _SEResidualMixin:
         if fuse_epilogue and _can_write_into(x, shortcut, gate):
             return self._output_act(torch.addcmul(x, shortcut, gate, out=x))
         return self._output_act((shortcut * gate).add_(x))
+
+
+# torch.fx's is_fx_tracing() is also true under torch.export and warns so; newer torch names the FX-only check
+_is_fx_symbolic_tracing = getattr(
+    torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
 
 
 def _can_write_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> bool:
