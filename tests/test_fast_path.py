@@ -163,6 +163,17 @@ def test_scripted_fast_path_matches_eager(randomize_batchnorm):
         torch.testing.assert_close(scripted(x), reference(x), atol=1e-5, rtol=1e-4)
 
 
+def test_fx_traced_fast_path_matches_eager(randomize_batchnorm):
+    """timm's FX feature extraction traces the fused path under no_grad (its epilogue must not branch on proxies)."""
+    from timm.models import create_feature_extractor
+    fused, reference = _fused_and_reference(randomize_batchnorm, 'se_resnet50', **RESNET_CASES['bottleneck'][1])
+    fused.eval(), reference.eval()
+    x = _inputs(2, 64, torch.channels_last)
+    with torch.no_grad():
+        traced = create_feature_extractor(fused, {'layer4': 'out'})
+        torch.testing.assert_close(traced(x)['out'], reference.forward_features(x), atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize('name', FAMILY_MODELS)
 def test_optimize_for_inference_matches_unoptimised(randomize_batchnorm, photo_batch, name):
     model = randomize_batchnorm(timm.create_model(name))
