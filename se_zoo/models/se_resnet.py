@@ -74,7 +74,7 @@ class _SEResidualMixin:
             x = self.drop_path(x)
         if self.se is not None and self.placement == 'identity':
             shortcut = self.se(shortcut)
-        x = x + shortcut
+        x += shortcut  # x is a fresh branch output, as in timm: no extra feature-map allocation
         if self.se is not None and self.placement == 'post':
             x = self.se(x)
         return self._output_act(x)
