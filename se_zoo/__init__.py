@@ -8,11 +8,11 @@ from typing import List
 import timm
 
 from . import models
-from .squeeze_excite import SqueezeExcite
 from .excitations import excitations
 from .finetune import finetune
 from .optimize import optimize_for_inference
 from .retrofit import add_se
+from .squeeze_excite import SqueezeExcite
 
 __version__ = '0.1.0'
 
