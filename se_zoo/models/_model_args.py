@@ -1,4 +1,4 @@
-"""Remember the architecture keywords a model was built with, for config.json's ``model_args``."""
+"""The wrapper every se_zoo entrypoint wears: verified pretrained weights in, ``model.model_args`` out."""
 import functools
 from typing import Any, Callable
 
@@ -17,7 +17,8 @@ _NOT_MODEL_ARGS = frozenset({
 
 
 def records_model_args(entrypoint: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Wrap a model entrypoint so the model keeps its non-default constructor keywords as ``model.model_args``.
+    """Wrap a model entrypoint so the model keeps its non-default constructor keywords as ``model.model_args``,
+    and so ``pretrained=True`` loads only weights whose sha256 was verified first (``se_zoo.hub_fetch``).
 
     timm models do not remember their constructor keywords; publishing a model with, say, ``r=2`` or
     ``placement='post'`` must write them to config.json so that ``hf-hub:`` rebuilds the same architecture.
