@@ -17,8 +17,6 @@ real photos (``skimage.data``) and the largest absolute logit difference is reco
 """
 import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -547,20 +545,6 @@ def _check_out(out: Path) -> None:
         raise ValueError(f'{out} already exists and is not an empty folder; conversion writes a new folder')
 
 
-def _write_folder_atomically(out: Path, write: Callable[[Path], None]) -> None:
-    # Build the whole folder next to its destination, then rename it into place: a failure leaves no trace.
-    _check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f'.{out.name}.{uuid.uuid4().hex}.tmp'
-    tmp.mkdir()  # not mkdtemp: its 0700 mode would stay with the published folder
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def convert(
         source: str,
         target: str,
@@ -590,7 +574,7 @@ def convert(
         ConversionError: the checkpoint does not map completely onto the se_zoo model, or the converted model
             does not compute what the source computes; nothing is written.
     """
-    from .hub import push_folder, save_folder
+    from .hub import push_folder, save_folder, write_folder_atomically
     arch, tag = _parse_target(target)
     out = Path(out)
     _check_out(out)  # fail before the slow part
@@ -615,7 +599,8 @@ def convert(
                 f'{measured.max_abs_logit:.3g}), top-1 predictions {"agree" if measured.same_top1 else "differ"}')
 
     card = _model_card(loaded, arch, measured, images, model.pretrained_cfg['license'])
-    _write_folder_atomically(out, lambda folder: save_folder(model, folder, model_card=card))
+    _check_out(out)
+    write_folder_atomically(out, lambda folder: save_folder(model, folder, model_card=card))
     # A pushed conversion is a published weight: record it in the manifest as arch.tag, pinned to the commit.
     commit = push_folder(out, push, manifest_tag=tag) if push else None
     diff = measured.max_abs_diff if measured is not None else None

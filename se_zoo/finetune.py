@@ -19,10 +19,7 @@ Launched by ``torchrun --nproc-per-node N``, the same call trains data-parallel 
 import dataclasses
 import difflib
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,7 +412,7 @@ class _Run:
     def _save(self, model, optimizer, scheduler, history: List[EpochStats], best: Dict[str, Any],
               improved: bool) -> None:
         from safetensors.torch import save_file
-        from .hub import save_folder
+        from .hub import save_folder, write_folder_atomically
         epoch = history[-1].epoch
         self.output.mkdir(parents=True, exist_ok=True)
         card = self._model_card(history[-1].eval_accuracy, epoch)
@@ -433,9 +430,9 @@ class _Run:
             }
             (folder / f'{TRAINING_STATE_NAME}.json').write_text(json.dumps(meta, indent=2))
 
-        _replace_dir(self.last_dir, write_last)
+        write_folder_atomically(self.last_dir, write_last)
         if improved:
-            _replace_dir(self.best_dir, lambda folder: save_folder(model, folder, model_card=card))
+            write_folder_atomically(self.best_dir, lambda folder: save_folder(model, folder, model_card=card))
 
     def _load_resume_state(self, model, optimizer, scheduler) -> Dict[str, Any]:
         from safetensors.torch import load_file
@@ -457,7 +454,6 @@ class _Run:
 
 def _check_model_name(name: str) -> None:
     import timm
-    import se_zoo  # noqa: F401  (registers the se_* models)
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         hint = f'; did you mean {", ".join(close)}?' if close else ''
@@ -544,23 +540,8 @@ def _find_last(output: Path) -> Optional[Path]:
     last = output / 'last'
     if last.is_dir():
         return last
-    # _replace_dir was interrupted between its two renames: the previous checkpoint is complete under this name.
+    # the swap into last/ was interrupted between its two renames: the previous checkpoint is whole under this name.
     previous = sorted(output.glob('.last.old-*'), key=lambda p: p.stat().st_mtime)
     return previous[-1] if previous else None
 
 
-def _replace_dir(target: Path, write: Callable[[Path], Any]) -> None:
-    """Write a folder with ``write(tmp)`` beside ``target``, then swap it in: readers see old or new, whole."""
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{target.name}.new-', dir=target.parent))
-    try:
-        write(tmp)
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f'.{target.name}.old-', dir=target.parent))
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

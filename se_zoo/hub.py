@@ -14,9 +14,11 @@ published weight in se_zoo's manifest), ``push`` does both. Every file is writte
 """
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -37,7 +39,9 @@ _CARD_KEYS = frozenset({
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    tmp = path.parent / f'.{path.name}.{uuid.uuid4().hex}.tmp'
+    # os.open with 0o666 honours the umask, as a plain open() would (mkstemp's 0600 would stay with the file)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
@@ -45,8 +49,30 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_folder_atomically(target: Union[str, Path], write: Callable[[Path], Any]) -> None:
+    """Build a folder with ``write(tmp)`` beside ``target``, then swap it in: readers see the old folder or the
+    whole new one. A previous ``target`` is moved aside as ``.NAME.old-*`` and removed after the swap, so a crash
+    between the two renames leaves it complete under that name; a failed ``write`` leaves no trace."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f'.{target.name}.new-{uuid.uuid4().hex}'
+    tmp.mkdir()  # not mkdtemp: its 0700 mode would stay with the folder
+    old = None
+    try:
+        write(tmp)
+        if target.exists():
+            old = target.parent / f'.{target.name}.old-{uuid.uuid4().hex}'
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def _state_dict_bytes(model: nn.Module) -> bytes:
