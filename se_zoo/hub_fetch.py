@@ -162,12 +162,9 @@ def _hub_reported_digest(path: Path) -> Tuple[str, str]:
 
 
 def _git_blob_sha1(path: Path) -> str:
-    import hashlib
-    h = hashlib.sha1(b'blob %d\0' % path.stat().st_size)
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
+    # Only regular (non-LFS) Hub files carry a git-sha1 ETag, and those are small enough to hash in memory.
+    from huggingface_hub.utils.sha import git_hash
+    return git_hash(path.read_bytes())
 
 
 def _discard(path: Path) -> None:

@@ -145,12 +145,10 @@ def find_published(repo_id: str, revision: Optional[str], filename: str) -> Opti
 
 
 def file_sha256(path: Union[str, Path]) -> str:
-    """The sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
+    """The sha256 of a file, read in chunks (huggingface_hub's own hashing, as the Hub computes LFS oids)."""
+    from huggingface_hub.utils.sha import sha_fileobj
     with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha_fileobj(f).hex()
 
 
 def check_recordable(path: Optional[Union[str, Path]] = None) -> None:
