@@ -206,3 +206,78 @@ def test_optimize_for_inference_keeps_the_timm_api(randomize_batchnorm):
 def test_optimize_for_inference_rejects_a_non_module():
     with pytest.raises(TypeError, match='nn.Module'):
         se_zoo.optimize_for_inference({'conv1.weight': torch.zeros(1)})
+
+
+# ---------------------------------------------------------------------------------------------------- in-place gate
+
+INPLACE_CASES = {
+    'se_resnet50': dict(layers=(1, 1, 1, 1)),
+    'se_resnet18': dict(layers=(1, 1, 1, 1), placement='post'),
+    'se_mobilenet_v1_100': {},
+    'se_mobilenet_v2_050': {},
+    'se_mobilenet_v3_small_100': {},
+    'se_efficientnet_b0': {},
+}
+
+
+def _with_inplace_se(model: nn.Module, inplace: bool) -> nn.Module:
+    ses = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert ses
+    for se in ses:
+        se.inplace = inplace
+    return model
+
+
+@pytest.mark.parametrize('memory_format', MEMORY_FORMATS, ids=('contiguous', 'channels_last'))
+@pytest.mark.parametrize('name', INPLACE_CASES)
+def test_inplace_gate_is_bit_exact(randomize_batchnorm, name, memory_format):
+    """The default blocks scale their fresh intermediate in place at inference: the same op, one allocation less."""
+    torch.manual_seed(0)
+    inplace = randomize_batchnorm(timm.create_model(name, num_classes=10, **INPLACE_CASES[name]))
+    assert all(se.inplace for se in inplace.modules() if isinstance(se, SqueezeExcite)), 'in place by default'
+    reference = _with_inplace_se(copy.deepcopy(inplace), False)
+    x = _inputs(2, 64, memory_format)
+    for mode in ('eval', 'train'):
+        inplace.train(mode == 'train'), reference.train(mode == 'train')
+        with torch.inference_mode():
+            assert torch.equal(inplace(x), reference(x)), mode
+        # autograd on: the gate's gradient needs the unscaled map, so the product is out of place
+        for model in (inplace, reference):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(2)
+            model(x).square().mean().backward()
+        for (param_name, p), p_reference in zip(inplace.named_parameters(), reference.parameters()):
+            assert torch.equal(p.grad, p_reference.grad), f'{mode}: {param_name}'
+
+
+def test_inplace_se_layer_writes_only_at_inference():
+    se = SqueezeExcite(32, inplace=True)
+    x = torch.randn(2, 32, 5, 5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = SqueezeExcite.forward(_with_inplace_se(copy.deepcopy(se), False), x)
+        kept = x.clone()
+        out = se(x)
+    assert out.data_ptr() == x.data_ptr() and torch.equal(out, expected)
+    x = kept.requires_grad_()
+    out = se(x)
+    assert out.data_ptr() != x.data_ptr() and torch.equal(x.detach(), kept.detach())
+    out.sum().backward()
+    assert x.grad is not None
+
+
+@pytest.mark.parametrize('placement', ('pre', 'identity'))
+def test_se_on_the_block_input_never_writes_into_it(placement):
+    """pre and identity scale the block input, which the shortcut still needs."""
+    model = timm.create_model('se_resnet18', layers=(1, 1, 1, 1), placement=placement)
+    assert not any(se.inplace for se in model.modules() if isinstance(se, SqueezeExcite))
+
+
+def test_fx_trace_under_no_grad_records_the_out_of_place_gate(randomize_batchnorm):
+    """A graph traced with autograd off must still train: it may not bake the in-place multiply in."""
+    model = randomize_batchnorm(timm.create_model('se_mobilenet_v3_small_100', num_classes=10))
+    with torch.no_grad():
+        traced = torch.fx.symbolic_trace(model)
+    assert not any(node.target in ('mul_', torch.Tensor.mul_) for node in traced.graph.nodes)
+    x = _inputs(2, 64, torch.contiguous_format)
+    traced(x).sum().backward()
+    assert all(p.grad is not None for p in traced.parameters() if p.requires_grad)
