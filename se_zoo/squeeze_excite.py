@@ -51,9 +51,6 @@ class SqueezeExcite(nn.Module):
         gate: Excitation gate, one of ``GATE_TYPES`` (``'relu'`` is the paper's ablation).
         act_layer: Activation between the two FC layers: a name from ``ACT_TYPES`` or an nn.Module class.
         bias: Whether the FC layers have a bias.
-        inplace: At inference (autograd off) write the reweighted map into ``x``, as ``nn.ReLU(inplace=True)``
-            does, saving one feature-map allocation; for a caller whose ``x`` is a fresh intermediate. With
-            autograd on it always works out of place: the gate's gradient needs the unscaled ``x``.
 
     The FC layers are 1x1 convolutions so that the layer works on NCHW and channels_last input alike.
     """
@@ -69,7 +66,6 @@ class SqueezeExcite(nn.Module):
             gate: LayerSpec = 'sigmoid',
             act_layer: LayerSpec = 'relu',
             bias: bool = True,
-            inplace: bool = False,
             device=None,
             dtype=None,
     ) -> None:
@@ -93,7 +89,6 @@ class SqueezeExcite(nn.Module):
         self.act = create_act_layer(act_layer, inplace=True)
         self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
         self.gate = create_act_layer(gate)
-        self.inplace = inplace
         self._register_load_state_dict_pre_hook(_rename_timm_effnet_keys)
 
     def excite(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,26 +112,7 @@ class SqueezeExcite(nn.Module):
         return self.squeeze.pool_type == 'fastavg'
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.excite(x)
-        if self.inplace and _may_write_into(x, gate):
-            return x.mul_(gate)
-        return x * gate
-
-
-# torch.fx's is_fx_tracing() is also true under torch.export and warns so; newer torch names the FX-only check
-_is_fx_symbolic_tracing = getattr(
-    torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
-
-
-def _may_write_into(x: torch.Tensor, gate: torch.Tensor) -> bool:
-    """Whether ``x.mul_(gate)`` computes ``x * gate`` here: autograd off, and the product keeps ``x``'s dtype."""
-    if torch.is_grad_enabled():
-        return False
-    if not torch.jit.is_scripting():
-        if _is_fx_symbolic_tracing():
-            # an FX trace cannot branch on its proxies; it records the out-of-place product, valid in any grad mode
-            return False
-    return gate.dtype == x.dtype  # under autocast the gate can be wider than x
+        return x * self.excite(x)
 
 
 def _rename_timm_effnet_keys(state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:

@@ -33,8 +33,6 @@ def mbconv_se_layer(arch_ratio: float, default_r: float, force_act: Optional[Any
 
     def se_layer(channels: int, rd_ratio: float = arch_ratio, act_layer: Any = None, **kwargs: Any) -> SqueezeExcite:
         act = force_act or act_layer
-        # every MBConv block scales the fresh output of its depthwise conv and norm: safe to write into
-        kwargs.setdefault('inplace', True)
         return make_se(channels, rd_ratio=rd_ratio * scale, **({'act_layer': act} if act is not None else {}), **kwargs)
 
     return se_layer

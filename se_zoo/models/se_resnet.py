@@ -22,7 +22,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ..squeeze_excite import SqueezeExcite, _is_fx_symbolic_tracing, pop_se_kwargs, se_layer_from_kwargs
+from ..squeeze_excite import SqueezeExcite, pop_se_kwargs, se_layer_from_kwargs
 from ..weights import published_cfgs
 from ._model_args import records_model_args
 
@@ -58,11 +58,7 @@ class _SEResidualMixin:
         if placement not in PLACEMENTS:
             raise ValueError(f'placement={placement!r} is not supported; allowed values are {", ".join(PLACEMENTS)}')
         self.placement = placement
-        self.se = None
-        if se_layer is not None:
-            # standard and post scale a fresh intermediate; pre and identity scale the block input, still needed
-            inplace = placement in ('standard', 'post')
-            self.se = se_layer(inplanes if placement == 'pre' else outplanes, inplace=inplace, **dd)
+        self.se = se_layer(inplanes if placement == 'pre' else outplanes, **dd) if se_layer is not None else None
         self.fused_se = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,6 +102,11 @@ class _SEResidualMixin:
         if fuse_epilogue and _can_write_into(x, shortcut, gate):
             return self._output_act(torch.addcmul(x, shortcut, gate, out=x))
         return self._output_act((shortcut * gate).add_(x))
+
+
+# torch.fx's is_fx_tracing() is also true under torch.export and warns so; newer torch names the FX-only check
+_is_fx_symbolic_tracing = getattr(
+    torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
 
 
 def _can_write_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> bool:
