@@ -67,3 +67,27 @@ def test_se_weights_matter(photo_batch, randomize_batchnorm):
         model.layer4[-1].se.fc2.bias.add_(1.0)
         after = model(images)
     assert (after - before).abs().max().item() > 100 * MAX_ABS_DIFF
+
+
+def _parameterised_call_order(model: torch.nn.Module, x: torch.Tensor) -> list:
+    """Names of the modules that own parameters, in the order a training forward calls them."""
+    order = []
+    handles = [module.register_forward_pre_hook(lambda m, args, name=name: order.append(name))
+               for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]
+    try:
+        model.train()(x).sum().backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
+
+
+@pytest.mark.parametrize('timm_name,se_name', PAIRS_224[:2], ids=[p[1] for p in PAIRS_224[:2]])
+def test_blocks_run_in_timms_order(timm_name, se_name):
+    """Same layers in the same order as timm: the same feature maps are alive at once, so training peaks at the
+    same memory. (A block that downsampled its shortcut before its residual branch once held one more map.)"""
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(layers=(1, 1, 1, 1), num_classes=10)
+    expected = _parameterised_call_order(timm.create_model(timm_name, **kwargs), x)
+    assert any('downsample' in name for name in expected)
+    assert _parameterised_call_order(timm.create_model(se_name, **kwargs), x) == expected

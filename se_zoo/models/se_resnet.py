@@ -62,9 +62,9 @@ class _SEResidualMixin:
         self.fused_se = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
         if self.se is not None and self.fused_se and self.placement in ('standard', 'identity'):
-            return self._forward_fused(x, shortcut)
+            return self._forward_fused(x)
+        shortcut = x
         if self.se is not None and self.placement == 'pre':
             x = self.se(x)
         x = self._residual(x)
@@ -72,6 +72,7 @@ class _SEResidualMixin:
             x = self.se(x)
         if self.drop_path is not None:
             x = self.drop_path(x)
+        shortcut = self._shortcut(shortcut)
         if self.se is not None and self.placement == 'identity':
             shortcut = self.se(shortcut)
         x += shortcut  # x is a fresh branch output, as in timm: no extra feature-map allocation
@@ -79,15 +80,21 @@ class _SEResidualMixin:
             x = self.se(x)
         return self._output_act(x)
 
-    def _forward_fused(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        # computed after the residual branch, as timm does: the downsampled map is not held while the branch runs
+        return x if self.downsample is None else self.downsample(x)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         assert self.se is not None
         # x is a fresh branch output at inference (DropPath is the identity in eval), so it can take the result
         fuse_epilogue = not self.training and not torch.is_grad_enabled()
         if not torch.jit.is_scripting():
             # an FX trace cannot branch on its proxies' dtypes; it records the plain epilogue
             fuse_epilogue = fuse_epilogue and not _is_fx_symbolic_tracing()
+        shortcut = x
         if self.placement == 'standard':
             x, gate = self._gated_residual(x)
+            shortcut = self._shortcut(shortcut)
             if fuse_epilogue and _can_write_into(x, shortcut, gate):
                 return self._output_act(torch.addcmul(shortcut, x, gate, out=x))
             x = x * gate
@@ -98,6 +105,7 @@ class _SEResidualMixin:
         x = self._residual(x)
         if self.drop_path is not None:
             x = self.drop_path(x)
+        shortcut = self._shortcut(shortcut)
         gate = self.se.excite(shortcut)
         if fuse_epilogue and _can_write_into(x, shortcut, gate):
             return self._output_act(torch.addcmul(x, shortcut, gate, out=x))
