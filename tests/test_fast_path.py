@@ -206,3 +206,23 @@ def test_optimize_for_inference_keeps_the_timm_api(randomize_batchnorm):
 def test_optimize_for_inference_rejects_a_non_module():
     with pytest.raises(TypeError, match='nn.Module'):
         se_zoo.optimize_for_inference({'conv1.weight': torch.zeros(1)})
+
+
+def test_optimized_model_compiles_and_exports(randomize_batchnorm, tmp_path):
+    """The fused path under torch.compile(fullgraph=True) and the default ONNX exporter with a dynamic batch."""
+    import onnxruntime as ort
+    model = randomize_batchnorm(timm.create_model('se_resnet50', **RESNET_CASES['bottleneck'][1])).eval()
+    optimized = se_zoo.optimize_for_inference(model)
+    x = _inputs(3, 64, torch.channels_last)
+    with torch.inference_mode():
+        expected = model(x)
+        compiled = torch.compile(optimized, backend='aot_eager', fullgraph=True)  # any graph break raises
+        torch.testing.assert_close(compiled(x), expected, atol=1e-4, rtol=0)
+
+    path = tmp_path / 'optimized.onnx'
+    torch.onnx.export(optimized, (_inputs(2, 64, torch.contiguous_format),), str(path), dynamo=True,
+                      input_names=['x'], output_names=['logits'],
+                      dynamic_shapes={'x': {0: torch.export.Dim('batch')}}, verbose=False)
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    logits, = session.run(['logits'], {'x': x.contiguous().numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=0)
