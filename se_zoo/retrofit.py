@@ -49,15 +49,20 @@ _HOMOGENEOUS_ACTS = (nn.ReLU, nn.LeakyReLU, nn.Identity)
 SELayer = Callable[..., SqueezeExcite]
 
 
+def _downsampled_identity(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    # after the residual branch, as torchvision's blocks do: the downsampled map is not held while the branch runs
+    return x if block.downsample is None else block.downsample(x)
+
+
 class TorchvisionSEBasicBlock(tv_resnet.BasicBlock):
     """torchvision's ``BasicBlock`` with ``self.se`` after ``bn2``, before the add (``add_se`` converts in place)."""
     se: nn.Module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
+        out += _downsampled_identity(self, x)
+        return self.relu(out)
 
 
 class TorchvisionSEBottleneck(tv_resnet.Bottleneck):
@@ -65,11 +70,11 @@ class TorchvisionSEBottleneck(tv_resnet.Bottleneck):
     se: nn.Module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.se(self.bn3(self.conv3(out)))
-        return self.relu(out + identity)
+        out += _downsampled_identity(self, x)
+        return self.relu(out)
 
 
 class SEConvNeXtBlock(ConvNeXtBlock):
