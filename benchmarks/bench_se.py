@@ -311,6 +311,12 @@ def _speed(seconds: float, batch: int, gpu: bool) -> str:
     return f'{batch / seconds:,.0f} img/s' if gpu else f'{seconds * 1e3:.1f} ms'
 
 
+def _pair_row(r: Row, gpu: bool, *cells: str) -> str:
+    """A table row: label, batch, format, the speed of each implementation in ``r.times`` order, then ``cells``."""
+    speeds = ' | '.join(_speed(seconds, r.batch, gpu) for seconds in r.times.values())
+    return f'| {r.label} | {r.batch} | {r.fmt} | {speeds} | ' + ' | '.join(cells) + ' |'
+
+
 def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple[str, List[Tuple[str, bool, str]]]:
     gpu = settings.device.type == 'cuda'
     unit = 'images/s (median)' if gpu else 'ms per call (median)'
@@ -326,9 +332,7 @@ def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple
                 '| model | batch | format | timm | se_zoo | se_zoo optimized | speed-up eager | speed-up optimized |',
                 '|---|---:|---|---:|---:|---:|---:|---:|']
         for r in inference:
-            t, s, o = list(r.times.values())
-            out.append(f'| {r.label} | {r.batch} | {r.fmt} | {_speed(t, r.batch, gpu)} | {_speed(s, r.batch, gpu)} | '
-                       f'{_speed(o, r.batch, gpu)} | {_ratio(r, "eager")} | {_ratio(r, "optimized")} |')
+            out.append(_pair_row(r, gpu, _ratio(r, 'eager'), _ratio(r, 'optimized')))
         out.append('')
     overhead = [r for r in rows if r.label == 'SE overhead vs resnet50']
     if overhead:
@@ -352,10 +356,8 @@ def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple
                 '| model | batch | format | timm | se_zoo | speed-up | peak memory timm | peak memory se_zoo |',
                 '|---|---:|---|---:|---:|---:|---:|---:|']
         for r in training:
-            t, s = list(r.times.values())
-            out.append(f'| {r.label} | {r.batch} | {r.fmt} | {_speed(t, r.batch, gpu)} | {_speed(s, r.batch, gpu)} | '
-                       f'{_ratio(r, "step")} | {r.extra["peak_timm"] / 2**20:.0f} MiB | '
-                       f'{r.extra["peak_se"] / 2**20:.0f} MiB |')
+            out.append(_pair_row(r, gpu, _ratio(r, 'step'), f'{r.extra["peak_timm"] / 2**20:.0f} MiB',
+                                 f'{r.extra["peak_se"] / 2**20:.0f} MiB'))
         out += ['', 'Peak memory: bytes allocated during one steady-state step above what was live before it '
                 + ('(`torch.cuda.max_memory_allocated`).' if gpu else
                    '(CPU allocator running total recorded by `torch.profiler(profile_memory=True)`).'), '']
@@ -365,9 +367,8 @@ def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple
                 '| model | batch | format | timm | se_zoo | speed-up | compile time timm / se_zoo |',
                 '|---|---:|---|---:|---:|---:|---:|']
         for r in compiled:
-            t, s = list(r.times.values())
-            out.append(f'| {r.label} | {r.batch} | {r.fmt} | {_speed(t, r.batch, gpu)} | {_speed(s, r.batch, gpu)} | '
-                       f'{_ratio(r, "compiled")} | {r.extra["compile_s_timm"]:.0f} s / {r.extra["compile_s_se"]:.0f} s |')
+            out.append(_pair_row(r, gpu, _ratio(r, 'compiled'),
+                                 f'{r.extra["compile_s_timm"]:.0f} s / {r.extra["compile_s_se"]:.0f} s'))
         out.append('')
 
     targets = _targets(rows, gpu)
