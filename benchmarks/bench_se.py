@@ -35,6 +35,7 @@ import torch.nn as nn  # noqa: E402
 import timm  # noqa: E402
 
 import se_zoo  # noqa: E402
+from timm.utils import reparameterize_model  # noqa: E402
 
 # (label, timm counterpart, se_zoo model)
 PAIRS: Tuple[Tuple[str, str, str], ...] = (
@@ -158,12 +159,12 @@ def peak_train_memory(step: Callable[[], object], device: torch.device) -> float
 def build(name: str, settings: Settings, memory_format: torch.memory_format, optimized: bool = False,
           fused: bool = False) -> nn.Module:
     """``optimized``: as ``se_zoo.optimize_for_inference(model)`` returns it (channels_last whatever the input);
-    ``fused``: every SE-ResNet block on its opt-in fused path (``fused_se = True``), nothing else changed."""
+    ``fused``: every SE-ResNet block on its opt-in fused path (``timm.utils.reparameterize_model``), nothing else
+    changed."""
     torch.manual_seed(0)
     model = timm.create_model(name)
-    for block in model.modules():
-        if fused and hasattr(block, 'fused_se'):
-            block.fused_se = True
+    if fused:
+        model = reparameterize_model(model)
     if optimized:
         return se_zoo.optimize_for_inference(model).to(settings.device)
     return model.to(settings.device, memory_format=memory_format).eval()
@@ -346,7 +347,7 @@ def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple
             out.append(f'| {mode} | {r.batch} | {r.fmt} | {_speed(r.times[PLAIN_BASELINE], r.batch, gpu)} | '
                        f'{_speed(r.times["seresnet50"], r.batch, gpu)} | {_speed(r.times["se_resnet50"], r.batch, gpu)} | '
                        f'{_ratio(r, "seresnet50")} | {_ratio(r, "se_resnet50")} | {fused} |')
-        out += ['', 'The fused path is se_zoo\'s se_resnet50 with `fused_se = True` on every block (squeeze through '
+        out += ['', 'The fused path is se_zoo\'s se_resnet50 switched by `timm.utils.reparameterize_model` (squeeze through '
                 'conv3, addcmul epilogue; on in `optimize_for_inference`, off by default because it reorders float '
                 'sums): the difference to the column before it is what that path buys on its own.',
                 '']

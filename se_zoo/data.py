@@ -15,6 +15,8 @@ from timm.data import ImageDataset
 from timm.data.readers.img_extensions import get_img_extensions
 from timm.data.readers.reader_image_folder import find_images_and_targets
 
+from .errors import InvalidArgumentError, MissingFileError
+
 __all__ = [
     'FASHION_MNIST', 'FASHION_MNIST_ROOT', 'FASHION_MNIST_CLASSES', 'FashionMNIST', 'ImageFolder',
     'TransformedDataset', 'create_datasets', 'read_idx',
@@ -42,11 +44,11 @@ def read_idx(path: Union[str, Path]) -> np.ndarray:
     magic = int.from_bytes(data[:4], 'big')
     ndim = data[3]
     if _IDX_UINT8_MAGIC.get(ndim) != magic:
-        raise ValueError(f'{path} is not a uint8 IDX file (magic number {magic:#010x})')
+        raise InvalidArgumentError(f'{path} is not a uint8 IDX file (magic number {magic:#010x})')
     shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
     offset = 4 + 4 * ndim
     if len(data) - offset != int(np.prod(shape)):
-        raise ValueError(f'{path} is truncated: header says {shape}, file holds {len(data) - offset} values')
+        raise InvalidArgumentError(f'{path} is truncated: header says {shape}, file holds {len(data) - offset} values')
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
@@ -72,17 +74,17 @@ class FashionMNIST(torch.utils.data.Dataset):
             num_samples: Optional[int] = None,
     ) -> None:
         if split not in _FASHION_MNIST_FILES:
-            raise ValueError(f'split={split!r} is not a Fashion-MNIST split; use one of {", ".join(_FASHION_MNIST_FILES)}')
+            raise InvalidArgumentError(f'split={split!r} is not a Fashion-MNIST split; use one of {", ".join(_FASHION_MNIST_FILES)}')
         root = Path(root) if root is not None else FASHION_MNIST_ROOT
         paths = [root / name for name in _FASHION_MNIST_FILES[split]]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f'Fashion-MNIST is not installed ({", ".join(missing)} not found); install it with '
                 f'`apt-get install dataset-fashion-mnist` (Debian/Ubuntu)')
         images, labels = (read_idx(p) for p in paths)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f'{root} does not hold a Fashion-MNIST {split} split: images {images.shape}, labels {labels.shape}')
+            raise InvalidArgumentError(f'{root} does not hold a Fashion-MNIST {split} split: images {images.shape}, labels {labels.shape}')
         if num_samples is not None:
             images, labels = images[:num_samples], labels[:num_samples]
         self.images = images
@@ -118,7 +120,7 @@ class ImageFolder(ImageDataset):
         else:
             unknown = sorted(set(found_to_idx) - set(class_to_idx))
             if unknown:
-                raise ValueError(f'{root} has class folders the training split lacks: {", ".join(unknown)}')
+                raise InvalidArgumentError(f'{root} has class folders the training split lacks: {", ".join(unknown)}')
         super().__init__(str(root), class_map=class_to_idx, **kwargs)
         self.classes = tuple(sorted(class_to_idx, key=class_to_idx.get))
 
@@ -126,20 +128,20 @@ class ImageFolder(ImageDataset):
         try:
             return super().__getitem__(index)
         except OSError as e:
-            raise ValueError(f'cannot read image {self.filename(index, absolute=True)}: {e}') from e
+            raise InvalidArgumentError(f'cannot read image {self.filename(index, absolute=True)}: {e}') from e
 
 
 def _check_image_folder(root: Path) -> Dict[str, int]:
     if not root.is_dir():
-        raise FileNotFoundError(f'dataset directory {root} does not exist')
+        raise MissingFileError(f'dataset directory {root} does not exist')
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith('.'))
     if not class_dirs:
-        raise ValueError(f'{root} has no class folders; expected {root}/<class name>/<image files>')
+        raise InvalidArgumentError(f'{root} has no class folders; expected {root}/<class name>/<image files>')
     extensions = get_img_extensions(as_set=True)
     for class_dir in class_dirs:
         images = [p for p in class_dir.rglob('*') if p.suffix.lower() in extensions and p.is_file()]
         if not images:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f'class folder {class_dir} holds no images (looked for {", ".join(sorted(extensions))})')
         for path in images:
             _check_image(path)
@@ -152,16 +154,16 @@ def _check_image(path: Path) -> None:
         with Image.open(path) as img:
             img.verify()
     except Exception as e:  # PIL raises several unrelated types for a bad file
-        raise ValueError(f'cannot read image {path}: {e}') from e
+        raise InvalidArgumentError(f'cannot read image {path}: {e}') from e
 
 
 def _image_folder_splits(root: Path) -> Tuple[Path, Path]:
     if not root.is_dir():
-        raise FileNotFoundError(f'dataset directory {root} does not exist')
+        raise MissingFileError(f'dataset directory {root} does not exist')
     train = root / 'train'
     evals = [root / name for name in EVAL_SPLIT_NAMES if (root / name).is_dir()]
     if not train.is_dir() or not evals:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f'{root} must hold a train/ folder and one of {", ".join(n + "/" for n in EVAL_SPLIT_NAMES)}, '
             f'each laid out as <class name>/<image files>')
     return train, evals[0]

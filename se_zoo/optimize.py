@@ -4,20 +4,18 @@ The result is still the same timm model class (``forward_features``, ``forward_h
 feature API keep working); only its BatchNorm layers are gone, so its ``state_dict`` no longer loads into an
 unoptimised model. Train mode is meaningless for it: the folded BNs no longer track statistics.
 """
-import copy
 from typing import Dict, Tuple, Type
 
 import torch
 import torch.nn as nn
 from timm.layers import BatchNormAct2d
-from timm.models._efficientnet_blocks import (
-    ConvBnAct, DepthwiseSeparableConv, EdgeResidual, InvertedResidual)
 from timm.models.efficientnet import EfficientNet
 from timm.models.mobilenetv3 import MobileNetV3
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from timm.utils import reparameterize_model
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .models.se_resnet import _SEResidualMixin
+from .models._timm_compat import ConvBnAct, DepthwiseSeparableConv, EdgeResidual, InvertedResidual
 
 __all__ = ['optimize_for_inference']
 
@@ -41,7 +39,8 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
 
     - Every BatchNorm that directly follows a convolution is folded into that convolution
       (``torch.nn.utils.fusion.fuse_conv_bn_eval``); timm's ``BatchNormAct2d`` leaves its activation behind.
-    - SE-ResNet blocks run the fused SE epilogue: the squeeze of the final 1x1 conv's narrow input passes through
+    - ``timm.utils.reparameterize_model`` switches every block that offers it to its inference form; SE-ResNet
+      blocks then run the fused SE epilogue: the squeeze of the final 1x1 conv's narrow input passes through
       the folded conv, and the gate multiply shares one pass with the residual add and is written in place.
     - Parameters and buffers are converted to ``channels_last`` (feed channels_last input for the full benefit).
 
@@ -54,12 +53,10 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f'optimize_for_inference expects an nn.Module, got {type(model).__name__}')
-    model = copy.deepcopy(model).eval()
+    model = reparameterize_model(model).eval()  # a copy: the caller's model is left untouched
     with torch.no_grad():
         for module in list(model.modules()):
             _fold_children(module)
-            if isinstance(module, _SEResidualMixin):
-                module.fused_se = True
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

@@ -6,6 +6,7 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models import load_model
 from .squeeze_excite import SqueezeExcite
 
 __all__ = ['ModelProfile', 'profile_model']
@@ -38,7 +39,7 @@ def profile_model(name: str, input_size: Optional[Tuple[int, int, int]] = None, 
     FLOPs come from ``torch.utils.flop_counter``, which counts convolutions and matrix products; SE's
     pooling and channel multiply are element-wise and not counted, as in the paper's and timm's figures.
     """
-    model = timm.create_model(name, **kwargs).eval()
+    model = load_model(name, pretrained=False, **kwargs).eval()
     input_size = tuple(input_size or model.pretrained_cfg['input_size'])
     se_modules = {n for n, m in model.named_modules() if isinstance(m, SqueezeExcite)}
     params = sum(p.numel() for p in model.parameters())

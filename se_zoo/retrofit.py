@@ -32,6 +32,7 @@ from timm.models.regnet import Bottleneck as RegNetBottleneck
 from timm.models.resnet import BasicBlock, Bottleneck
 from torchvision.models import resnet as tv_resnet
 
+from .errors import InvalidArgumentError
 from .squeeze_excite import SqueezeExcite, se_layer_from_kwargs
 
 __all__ = ['add_se', 'SUPPORTED_FAMILIES', 'TorchvisionSEBasicBlock', 'TorchvisionSEBottleneck', 'SEConvNeXtBlock']
@@ -117,7 +118,7 @@ def add_se(model: nn.Module, **se_kwargs: Any) -> nn.Module:
     factor = _gate_compensation(se_layer)
     existing = [name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)]
     if existing:
-        raise ValueError(f'{type(model).__name__} already has SE blocks (e.g. {existing[0]}); add_se adds them '
+        raise InvalidArgumentError(f'{type(model).__name__} already has SE blocks (e.g. {existing[0]}); add_se adds them '
                          f'to a network without')
     blocks = [(name, m) for name, m in model.named_modules() if _is_residual_block(m)]
     if blocks:
@@ -126,7 +127,7 @@ def add_se(model: nn.Module, **se_kwargs: Any) -> nn.Module:
         return model
     units = list(_plain_conv_units(model))
     if not units:
-        raise ValueError(f'add_se does not support {type(model).__name__}: found no block it knows. Supported: '
+        raise InvalidArgumentError(f'add_se does not support {type(model).__name__}: found no block it knows. Supported: '
                          + '; '.join(SUPPORTED_FAMILIES))
     for sequential, act_index, conv, norm in units:
         act = sequential[act_index]
@@ -140,7 +141,7 @@ def _gate_compensation(se_layer: SELayer) -> float:
     gate_at_zero = float(se_layer(8, rd_channels=1).gate(torch.zeros(1)))
     mantissa, _ = math.frexp(gate_at_zero) if gate_at_zero > 0 else (0., 0)
     if mantissa != 0.5:  # only a power of two is cancelled exactly by the inverse scaling
-        raise ValueError(f'the gate outputs {gate_at_zero} at zero, so add_se cannot insert SE without changing '
+        raise InvalidArgumentError(f'the gate outputs {gate_at_zero} at zero, so add_se cannot insert SE without changing '
                          f'the output; use gate="sigmoid" or gate="hard_sigmoid"')
     return 1. / gate_at_zero
 
@@ -153,7 +154,7 @@ def _is_residual_block(module: nn.Module) -> bool:
 def _add_to_block(name: str, block: nn.Module, se_layer: SELayer, factor: float, regnet_width: bool) -> None:
     if isinstance(block, (BasicBlock, Bottleneck)):
         if block.se is not None:
-            raise ValueError(f'{name} already has an attention module ({type(block.se).__name__}); '
+            raise InvalidArgumentError(f'{name} already has an attention module ({type(block.se).__name__}); '
                              f'add_se adds SE to blocks without one')
         norm = block.bn2 if isinstance(block, BasicBlock) else block.bn3
         block.se = _new_se(se_layer, norm.num_features, reference=norm.weight)
@@ -167,7 +168,7 @@ def _add_to_block(name: str, block: nn.Module, se_layer: SELayer, factor: float,
             TorchvisionSEBasicBlock if isinstance(block, tv_resnet.BasicBlock) else TorchvisionSEBottleneck)
     elif isinstance(block, RegNetBottleneck):
         if not isinstance(block.se, nn.Identity):
-            raise ValueError(f'{name} already has SE ({type(block.se).__name__}): a RegNetY; add_se adds SE to RegNetX')
+            raise InvalidArgumentError(f'{name} already has SE ({type(block.se).__name__}): a RegNetY; add_se adds SE to RegNetX')
         norm = block.conv2.bn
         _check_homogeneous(name, getattr(norm, 'act', None))
         rd_channels = int(round(block.conv1.conv.in_channels * 0.25)) if regnet_width else None
@@ -202,7 +203,7 @@ def _plain_conv_units(model: nn.Module) -> Iterable[tuple]:
 
 def _check_homogeneous(name: str, act: Optional[nn.Module]) -> None:
     if act is not None and not isinstance(act, _HOMOGENEOUS_ACTS):
-        raise ValueError(f'{name}: the activation before the SE is {type(act).__name__}; add_se can fold its '
+        raise InvalidArgumentError(f'{name}: the activation before the SE is {type(act).__name__}; add_se can fold its '
                          f'identity initialisation only through ReLU-like activations')
 
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 from timm.layers import SelectAdaptivePool2d, create_act_layer, make_divisible
 
+from .errors import InvalidArgumentError
+
 __all__ = ['SqueezeExcite', 'se_layer_from_kwargs', 'pop_se_kwargs', 'SE_KWARGS', 'SQUEEZE_TYPES', 'GATE_TYPES', 'ACT_TYPES']
 
 SQUEEZE_TYPES = ('avg', 'max', 'avgmax')
@@ -21,14 +23,10 @@ LayerSpec = Union[str, Type[nn.Module]]
 # The SE keywords every se_zoo entrypoint accepts (see se_layer_from_kwargs).
 SE_KWARGS = ('r', 'rd_divisor', 'squeeze', 'gate', 'se_act', 'se_bias')
 
-# timm's EfficientNet/MobileNetV3 blocks name the two excitation convs conv_reduce/conv_expand, its
-# SEModule (ResNet family) fc1/fc2; se_zoo uses fc1/fc2 everywhere and accepts the other spelling on load.
-_TIMM_EFFNET_ALIASES = {'conv_reduce.': 'fc1.', 'conv_expand.': 'fc2.'}
-
 
 def _check_choice(name: str, value: Any, allowed: tuple) -> None:
     if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f'{name}={value!r} is not supported; allowed values are {", ".join(allowed)}')
+        raise InvalidArgumentError(f'{name}={value!r} is not supported; allowed values are {", ".join(allowed)}')
 
 
 def _check_layer(name: str, value: LayerSpec, allowed: tuple) -> None:
@@ -74,22 +72,21 @@ class SqueezeExcite(nn.Module):
         _check_layer('gate', gate, GATE_TYPES)
         _check_layer('act_layer', act_layer, ACT_TYPES)
         if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f'channels={channels!r} must be a positive integer')
+            raise InvalidArgumentError(f'channels={channels!r} must be a positive integer')
         if rd_channels is None:
             if not rd_ratio > 0:
-                raise ValueError(f'rd_ratio={rd_ratio!r} must be > 0 (the reduction ratio r must be positive)')
+                raise InvalidArgumentError(f'rd_ratio={rd_ratio!r} must be > 0 (the reduction ratio r must be positive)')
             if not isinstance(rd_divisor, int) or rd_divisor < 1:
-                raise ValueError(f'rd_divisor={rd_divisor!r} must be a positive integer')
+                raise InvalidArgumentError(f'rd_divisor={rd_divisor!r} must be a positive integer')
             rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=round_limit)
         if not isinstance(rd_channels, int) or rd_channels < 1:
-            raise ValueError(f'rd_channels={rd_channels!r} must be a positive integer')
+            raise InvalidArgumentError(f'rd_channels={rd_channels!r} must be a positive integer')
         dd = {'device': device, 'dtype': dtype}
         self.squeeze = SelectAdaptivePool2d(pool_type='fast' + squeeze, flatten=False)
         self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)
         self.act = create_act_layer(act_layer, inplace=True)
         self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
         self.gate = create_act_layer(gate)
-        self._register_load_state_dict_pre_hook(_rename_timm_effnet_keys)
 
     def excite(self, x: torch.Tensor) -> torch.Tensor:
         """The per-channel gate, shape (N, C, 1, 1), for feature map ``x``."""
@@ -115,14 +112,6 @@ class SqueezeExcite(nn.Module):
         return x * self.excite(x)
 
 
-def _rename_timm_effnet_keys(state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        local = key[len(prefix):]
-        for alias, name in _TIMM_EFFNET_ALIASES.items():
-            if local.startswith(alias):
-                state_dict[prefix + name + local[len(alias):]] = state_dict.pop(key)
-
-
 def se_layer_from_kwargs(
         r: float = 16,
         rd_divisor: int = 8,
@@ -139,7 +128,7 @@ def se_layer_from_kwargs(
     layer is built, with a message naming the argument.
     """
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0:
-        raise ValueError(f'r={r!r} must be a positive number (the SE reduction ratio)')
+        raise InvalidArgumentError(f'r={r!r} must be a positive number (the SE reduction ratio)')
     _check_choice('squeeze', squeeze, SQUEEZE_TYPES)
     _check_layer('gate', gate, GATE_TYPES)
     if se_act is not None:

@@ -20,7 +20,9 @@ def test_list_filter(capsys):
 
 def test_list_pretrained(capsys):
     assert main(['list', '--pretrained']) == 0
-    assert capsys.readouterr().out.split() == se_zoo.list_models(pretrained=True)
+    listed = se_zoo.list_models(pretrained=True)
+    assert listed and all('.' in name for name in listed)
+    assert capsys.readouterr().out.split() == listed
 
 
 def test_info(capsys):

@@ -20,10 +20,12 @@ import torch
 from huggingface_hub import HfApi, constants
 
 import se_zoo
-from se_zoo import hub_fetch, weights
+from se_zoo.hub import fetch as hub_fetch
+from se_zoo.hub import manifest as weights
+from se_zoo.models import reload_manifest
 from se_zoo.cli import main as cli_main
-from se_zoo.hub import push, push_folder, save_folder
-from se_zoo.hub_fetch import (
+from se_zoo.hub.publish import push, push_folder, save_folder
+from se_zoo.hub.fetch import (
     ChecksumMismatchError, HubUnreachableError, PickleRefusedError, TruncatedDownloadError, WeightsError,
     WeightsNotFoundError,
 )
@@ -55,6 +57,14 @@ def _unique(prefix: str) -> str:
     return f'se-zoo-test/{prefix}-{uuid.uuid4().hex[:8]}'
 
 
+HEAD_ARGS = ('in_chans', 'num_classes', 'global_pool')  # timm records these with the architecture keywords
+
+
+def recorded_args(model: torch.nn.Module) -> Dict:
+    """The constructor keywords timm.create_model recorded for config.json, less the head and input ones."""
+    return {k: v for k, v in model._model_args.items() if k not in HEAD_ARGS}
+
+
 def _state_dicts_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -75,9 +85,9 @@ def manifest(hub_server, tmp_path_factory):
     path.write_text('{}\n')
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(weights.MANIFEST_ENV, str(path))
-        weights.register_published()
+        reload_manifest()
         yield path
-    weights.register_published()
+    reload_manifest()
 
 
 @pytest.fixture(scope='module')
@@ -185,16 +195,24 @@ def test_config_rebuilds_every_architecture_with_its_keywords(tmp_path):
     Built on the meta device (no memory, no init) and read back through timm's ``local-dir:`` source, which
     parses config.json exactly as ``hf-hub:`` does; the round trips with real weights are below.
     """
-    from se_zoo.hub import CONFIG_NAME, _config_bytes
+    from se_zoo.hub.publish import CONFIG_NAME, _config
     for name in se_zoo.list_models():
         with torch.device('meta'):
             model = timm.create_model(name, r=8, squeeze='max', num_classes=11)
-            (tmp_path / CONFIG_NAME).write_bytes(_config_bytes(model))
+            (tmp_path / CONFIG_NAME).write_text(json.dumps(_config(model)))
             rebuilt = timm.create_model(f'local-dir:{tmp_path}')
         assert type(rebuilt) is type(model) and rebuilt.num_classes == 11, name
-        assert {k: v for k, v in rebuilt.model_args.items() if k != 'in_chans'} == model.model_args, name
+        assert recorded_args(rebuilt) == recorded_args(model) == {'r': 8, 'squeeze': 'max'}, name
         assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
             {k: v.shape for k, v in model.state_dict().items()}, name
+
+
+def test_config_leaves_out_drop_rates_and_head_keywords(tmp_path):
+    """timm's record excludes training-only drop rates; the head keywords live at config.json's root only."""
+    model = timm.create_model('se_resnet18', r=8, drop_path_rate=0.1, drop_rate=0.2, num_classes=3)
+    config = json.loads((save_folder(model, tmp_path) / 'config.json').read_text())
+    assert config['model_args'] == {'r': 8}
+    assert config['num_classes'] == 3
 
 
 def test_identical_push_creates_no_commit(hub_server):
@@ -245,10 +263,9 @@ def test_round_trip_manifest_and_hf_hub(family, published, photo_batch):
     assert _state_dicts_equal(from_manifest, pub.model) and _state_dicts_equal(from_hub, pub.model)
     # A load that kept a random init would differ: a fresh model of the same architecture does.
     assert not _state_dicts_equal(timm.create_model(arch, **kwargs), pub.model)
-    head_args = ('in_chans', 'num_classes', 'global_pool')  # timm's config.json records these too
-    assert from_manifest.model_args == {k: v for k, v in from_hub.model_args.items() if k not in head_args}
+    assert recorded_args(from_manifest) == recorded_args(from_hub)
     if kwargs:
-        assert from_hub.model_args['placement'] == 'post' and from_hub.model_args['r'] == 4
+        assert recorded_args(from_hub)['placement'] == 'post' and recorded_args(from_hub)['r'] == 4
     x = photo_batch(size, pub.model)
     with torch.no_grad():
         expected = pub.model(x)
@@ -289,7 +306,7 @@ def test_pinned_revision_does_not_follow_a_moved_branch(published):
 
 def test_manifest_weights_bring_their_architecture_keywords(published):
     pub = published['ablation']
-    assert timm.create_model(pub.name, pretrained=True).model_args['placement'] == 'post'
+    assert recorded_args(timm.create_model(pub.name, pretrained=True))['placement'] == 'post'
     with pytest.raises(ValueError, match="placement='post'"):
         timm.create_model(pub.name, pretrained=True, placement='pre')
 

@@ -1,4 +1,6 @@
 """se_zoo's model families; importing this package registers every entrypoint with timm."""
+from ._factory import close_model_names, list_models, load_model
+from ._pretrained import reload_manifest
 from .se_efficientnet import *
 from .se_mobilenet import *
 from .se_resnet import *

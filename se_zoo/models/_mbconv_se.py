@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch.nn as nn
 
+from ..errors import InvalidArgumentError
 from ..squeeze_excite import SqueezeExcite, pop_se_kwargs, se_layer_from_kwargs
 
 __all__ = ['mbconv_se_layer', 'pop_mbconv_se_kwargs']
@@ -42,6 +43,6 @@ def pop_mbconv_se_kwargs(kwargs: Dict[str, Any]) -> Dict[str, Any]:
     """``pop_se_kwargs`` for the MBConv families, which have no placement or stage choice to make."""
     misplaced = [name for name in RESNET_ONLY_KWARGS if name in kwargs]
     if misplaced:
-        raise ValueError(f'{", ".join(misplaced)}: only se_resnet* models take this (it chooses where SE sits in a '
+        raise InvalidArgumentError(f'{", ".join(misplaced)}: only se_resnet* models take this (it chooses where SE sits in a '
                          f'residual block); MobileNet and EfficientNet place SE after every depthwise conv')
     return pop_se_kwargs(kwargs)

@@ -10,13 +10,12 @@ squeeze, gate ('sigmoid'), se_act (default: the block's SiLU), se_bias.
 """
 from typing import Any, Dict
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import generate_default_cfgs, register_model
-from timm.models.efficientnet import EfficientNet, _gen_efficientnet
+from timm.models import register_model
+from timm.models.efficientnet import EfficientNet
 
-from ..weights import published_cfgs
 from ._mbconv_se import mbconv_se_layer, pop_mbconv_se_kwargs
-from ._model_args import records_model_args
+from ._pretrained import base_cfg, family_default_cfgs, verified_pretrained
+from ._timm_compat import _gen_efficientnet
 
 # (channel multiplier, depth multiplier, resolution) from the EfficientNet paper.
 _SCALING = {
@@ -42,72 +41,67 @@ def _create_se_efficientnet(variant: str, pretrained: bool = False, **kwargs: An
 
 def _cfg(resolution: int = 224, **kwargs: Any) -> Dict[str, Any]:
     pool = -(-resolution // 32)
-    return {
-        'num_classes': 1000, 'input_size': (3, resolution, resolution), 'pool_size': (pool, pool),
+    return base_cfg(
+        input_size=(3, resolution, resolution), pool_size=(pool, pool),
         # TF EfficientNet evaluation: center crop of size / (size + 32)
-        'crop_pct': round(resolution / (resolution + 32), 3), 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'conv_stem', 'classifier': 'classifier',
-        'license': 'apache-2.0', 'paper_ids': 'arXiv:1709.01507',
-        **kwargs,
-    }
+        crop_pct=round(resolution / (resolution + 32), 3), interpolation='bicubic',
+        first_conv='conv_stem', classifier='classifier', **kwargs)
 
 
-default_cfgs = generate_default_cfgs(published_cfgs(
-    {name: _cfg(resolution) for name, (_, _, resolution) in _SCALING.items()}, _cfg))
+default_cfgs = family_default_cfgs({name: _cfg(resolution) for name, (_, _, resolution) in _SCALING.items()})
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_efficientnet_b0(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B0 (224px)."""
     return _create_se_efficientnet('se_efficientnet_b0', pretrained, **kwargs)
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_efficientnet_b1(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B1 (240px)."""
     return _create_se_efficientnet('se_efficientnet_b1', pretrained, **kwargs)
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_efficientnet_b2(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B2 (260px)."""
     return _create_se_efficientnet('se_efficientnet_b2', pretrained, **kwargs)
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_efficientnet_b3(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B3 (300px)."""
     return _create_se_efficientnet('se_efficientnet_b3', pretrained, **kwargs)
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_efficientnet_b4(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B4 (380px)."""
     return _create_se_efficientnet('se_efficientnet_b4', pretrained, **kwargs)
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_efficientnet_b5(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B5 (456px)."""
     return _create_se_efficientnet('se_efficientnet_b5', pretrained, **kwargs)
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_efficientnet_b6(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B6 (528px)."""
     return _create_se_efficientnet('se_efficientnet_b6', pretrained, **kwargs)
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_efficientnet_b7(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-EfficientNet-B7 (600px)."""
     return _create_se_efficientnet('se_efficientnet_b7', pretrained, **kwargs)

@@ -16,15 +16,13 @@ from functools import partial
 from typing import Any, Dict, List
 
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import generate_default_cfgs, register_model
-from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
-from timm.models.efficientnet import EfficientNet, _create_effnet
-from timm.models.mobilenetv3 import MobileNetV3, _create_mnv3
+from timm.models import register_model
+from timm.models.efficientnet import EfficientNet
+from timm.models.mobilenetv3 import MobileNetV3
 
-from ..weights import published_cfgs
 from ._mbconv_se import mbconv_se_layer, pop_mbconv_se_kwargs
-from ._model_args import records_model_args
+from ._pretrained import base_cfg, family_default_cfgs, verified_pretrained
+from ._timm_compat import _create_effnet, _create_mnv3, decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
 
 _V1_ARCH = [
     ['dsa_r1_k3_s1_c64_se0.0625'],
@@ -106,28 +104,21 @@ def _gen_se_mobilenet_v3(variant: str, arch_def: List[List[str]], num_features: 
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
-    return {
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bilinear',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'conv_stem', 'classifier': 'classifier',
-        'license': 'apache-2.0', 'paper_ids': 'arXiv:1709.01507',
-        **kwargs,
-    }
+    return base_cfg(first_conv='conv_stem', classifier='classifier', **kwargs)
 
 
-default_cfgs = generate_default_cfgs(published_cfgs({
+default_cfgs = family_default_cfgs({
     'se_mobilenet_v1_100': _cfg(),
     'se_mobilenet_v2_050': _cfg(),
     'se_mobilenet_v2_100': _cfg(),
     'se_mobilenet_v2_140': _cfg(),
     'se_mobilenet_v3_large_100': _cfg(interpolation='bicubic'),
     'se_mobilenet_v3_small_100': _cfg(interpolation='bicubic'),
-}, _cfg))
+})
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_mobilenet_v1_100(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-MobileNet (V1, width 1.0): the paper's SE-MobileNet, r=16."""
     return _gen_se_mobilenet('se_mobilenet_v1_100', _V1_ARCH, 1.0, num_features=0, default_r=16,
@@ -135,7 +126,7 @@ def se_mobilenet_v1_100(pretrained: bool = False, **kwargs: Any) -> EfficientNet
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_mobilenet_v2_050(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-MobileNetV2, width 0.5."""
     return _gen_se_mobilenet('se_mobilenet_v2_050', _V2_ARCH, 0.5, num_features=1280, default_r=4,
@@ -143,7 +134,7 @@ def se_mobilenet_v2_050(pretrained: bool = False, **kwargs: Any) -> EfficientNet
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_mobilenet_v2_100(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-MobileNetV2, width 1.0."""
     return _gen_se_mobilenet('se_mobilenet_v2_100', _V2_ARCH, 1.0, num_features=1280, default_r=4,
@@ -151,7 +142,7 @@ def se_mobilenet_v2_100(pretrained: bool = False, **kwargs: Any) -> EfficientNet
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_mobilenet_v2_140(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """SE-MobileNetV2, width 1.4."""
     return _gen_se_mobilenet('se_mobilenet_v2_140', _V2_ARCH, 1.4, num_features=1280, default_r=4,
@@ -159,14 +150,14 @@ def se_mobilenet_v2_140(pretrained: bool = False, **kwargs: Any) -> EfficientNet
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_mobilenet_v3_large_100(pretrained: bool = False, **kwargs: Any) -> MobileNetV3:
     """SE-MobileNetV3-Large 1.0 (MobileNetV3's own SE, selectable)."""
     return _gen_se_mobilenet_v3('se_mobilenet_v3_large_100', _V3_LARGE_ARCH, 1280, pretrained, **kwargs)
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_mobilenet_v3_small_100(pretrained: bool = False, **kwargs: Any) -> MobileNetV3:
     """SE-MobileNetV3-Small 1.0 (MobileNetV3's own SE, selectable)."""
     return _gen_se_mobilenet_v3('se_mobilenet_v3_small_100', _V3_SMALL_ARCH, 1024, pretrained, **kwargs)

@@ -18,13 +18,12 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from ..errors import InvalidArgumentError
 from ..squeeze_excite import SqueezeExcite, pop_se_kwargs, se_layer_from_kwargs
-from ..weights import published_cfgs
-from ._model_args import records_model_args
+from ._pretrained import base_cfg, family_default_cfgs, verified_pretrained
 
 __all__ = ['SEBasicBlock', 'SEBottleneck', 'PLACEMENTS']
 
@@ -39,8 +38,9 @@ class _SEResidualMixin:
     pre: SE on the block input, feeding the residual branch only; post: SE after the add, before the
     final activation; identity: SE on the shortcut, in parallel with the residual branch.
 
-    ``fused_se`` selects the fast path for the standard and identity placements. It computes the reference
-    function (``x * gate``, then ``+ shortcut``) in fewer passes:
+    ``reparameterize()`` (which ``timm.utils.reparameterize_model`` and ``se_zoo.optimize_for_inference`` call)
+    switches the standard and identity placements to the fused path. It computes the reference function
+    (``x * gate``, then ``+ shortcut``) in fewer passes:
 
     - in eval mode, a bottleneck with an average squeeze pools the *input* of its final 1x1 conv, 4x narrower,
       and applies that conv and the frozen BN to the pooled vector (a spatial mean commutes with both);
@@ -48,35 +48,45 @@ class _SEResidualMixin:
       ``addcmul(shortcut, x, gate)``, written into the branch output as timm's ``x += shortcut`` is.
     With autograd on, the epilogue keeps the reference's rounding (multiply, then an in-place add).
 
-    It is off by default and on in ``se_zoo.optimize_for_inference``: both rewrites reorder floating-point sums
-    (a mean before rather than after conv3; a fused multiply-add), so eval logits move by about 1e-6 of their
-    scale, and a model loaded from timm's weights must give timm's logits bit for bit unless the user opts in.
+    It is off until asked for: both rewrites reorder floating-point sums (a mean before rather than after conv3;
+    a fused multiply-add), so eval logits move by about 1e-6 of their scale, and a model loaded from timm's
+    weights must give timm's logits bit for bit unless the user opts in.
     """
 
     def _init_se(self, inplanes: int, outplanes: int, se_layer: Optional[Callable[..., SqueezeExcite]],
                  placement: str, dd: Dict[str, Any]) -> None:
         if placement not in PLACEMENTS:
-            raise ValueError(f'placement={placement!r} is not supported; allowed values are {", ".join(PLACEMENTS)}')
+            raise InvalidArgumentError(f'placement={placement!r} is not supported; allowed values are {", ".join(PLACEMENTS)}')
         self.placement = placement
         self.se = se_layer(inplanes if placement == 'pre' else outplanes, **dd) if se_layer is not None else None
+        # The placement, resolved once into where the SE sits (no string comparison per forward).
+        has_se = self.se is not None
+        self.se_on_input = has_se and placement == 'pre'
+        self.se_on_branch = has_se and placement == 'standard'
+        self.se_on_shortcut = has_se and placement == 'identity'
+        self.se_on_output = has_se and placement == 'post'
         self.fused_se = False
 
+    def reparameterize(self) -> None:
+        """Switch to the fused inference path (see the class docstring); a no-op for the pre and post placements."""
+        self.fused_se = self.se_on_branch or self.se_on_shortcut
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.se is not None and self.fused_se and self.placement in ('standard', 'identity'):
+        if self.fused_se:
             return self._forward_fused(x)
         shortcut = x
-        if self.se is not None and self.placement == 'pre':
+        if self.se is not None and self.se_on_input:
             x = self.se(x)
         x = self._residual(x)
-        if self.se is not None and self.placement == 'standard':
+        if self.se is not None and self.se_on_branch:
             x = self.se(x)
         if self.drop_path is not None:
             x = self.drop_path(x)
         shortcut = self._shortcut(shortcut)
-        if self.se is not None and self.placement == 'identity':
+        if self.se is not None and self.se_on_shortcut:
             shortcut = self.se(shortcut)
         x += shortcut  # x is a fresh branch output, as in timm: no extra feature-map allocation
-        if self.se is not None and self.placement == 'post':
+        if self.se is not None and self.se_on_output:
             x = self.se(x)
         return self._output_act(x)
 
@@ -92,7 +102,7 @@ class _SEResidualMixin:
             # an FX trace cannot branch on its proxies' dtypes; it records the plain epilogue
             fuse_epilogue = fuse_epilogue and not _is_fx_symbolic_tracing()
         shortcut = x
-        if self.placement == 'standard':
+        if self.se_on_branch:
             x, gate = self._gated_residual(x)
             shortcut = self._shortcut(shortcut)
             if fuse_epilogue and _can_write_into(x, shortcut, gate):
@@ -237,7 +247,7 @@ def _stage_blocks(block_cls: Type[nn.Module], se_layer: Callable[..., SqueezeExc
 def _check_stages(se_stages: Any) -> Tuple[int, ...]:
     allowed = tuple(range(1, NUM_STAGES + 1))
     if isinstance(se_stages, int) or not all(isinstance(s, int) and s in allowed for s in se_stages):
-        raise ValueError(f'se_stages={se_stages!r} must be a sequence of stage indices from {allowed} '
+        raise InvalidArgumentError(f'se_stages={se_stages!r} must be a sequence of stage indices from {allowed} '
                          f'(stage i is timm\'s layer{{i}})')
     return tuple(se_stages)
 
@@ -251,17 +261,10 @@ def _create_se_resnet(variant: str, block: Type[nn.Module], pretrained: bool = F
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
-    return {
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bilinear',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'conv1', 'classifier': 'fc',
-        'license': 'apache-2.0', 'paper_ids': 'arXiv:1709.01507',
-        **kwargs,
-    }
+    return base_cfg(first_conv='conv1', classifier='fc', **kwargs)
 
 
-default_cfgs = generate_default_cfgs(published_cfgs({
+default_cfgs = family_default_cfgs({
     'se_resnet18': _cfg(),
     'se_resnet34': _cfg(),
     'se_resnet50': _cfg(),
@@ -269,11 +272,11 @@ default_cfgs = generate_default_cfgs(published_cfgs({
     'se_resnet152': _cfg(),
     'se_resnext50_32x4d': _cfg(),
     'se_resnext101_32x4d': _cfg(),
-}, _cfg))
+})
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNet-18: basic blocks (2, 2, 2, 2) with SE."""
     model_args = dict(layers=(2, 2, 2, 2))
@@ -281,7 +284,7 @@ def se_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_resnet34(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNet-34: basic blocks (3, 4, 6, 3) with SE."""
     model_args = dict(layers=(3, 4, 6, 3))
@@ -289,7 +292,7 @@ def se_resnet34(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_resnet50(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNet-50: bottleneck blocks (3, 4, 6, 3) with SE, the paper's headline model."""
     model_args = dict(layers=(3, 4, 6, 3))
@@ -297,7 +300,7 @@ def se_resnet50(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_resnet101(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNet-101: bottleneck blocks (3, 4, 23, 3) with SE."""
     model_args = dict(layers=(3, 4, 23, 3))
@@ -305,7 +308,7 @@ def se_resnet101(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_resnet152(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNet-152: bottleneck blocks (3, 8, 36, 3) with SE."""
     model_args = dict(layers=(3, 8, 36, 3))
@@ -313,7 +316,7 @@ def se_resnet152(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_resnext50_32x4d(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNeXt-50 32x4d: grouped bottlenecks (3, 4, 6, 3), cardinality 32, base width 4, with SE."""
     model_args = dict(layers=(3, 4, 6, 3), cardinality=32, base_width=4)
@@ -321,7 +324,7 @@ def se_resnext50_32x4d(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 
 @register_model
-@records_model_args
+@verified_pretrained
 def se_resnext101_32x4d(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """SE-ResNeXt-101 32x4d: grouped bottlenecks (3, 4, 23, 3), cardinality 32, base width 4, with SE."""
     model_args = dict(layers=(3, 4, 23, 3), cardinality=32, base_width=4)

@@ -4,26 +4,38 @@ A publish-ready folder holds exactly what ``timm.create_model('hf-hub:ORG/NAME',
 
 - ``model.safetensors``: the state_dict (never pickle);
 - ``config.json``: timm's format (``architecture``, ``num_classes``, ``num_features``, ``global_pool``,
-  ``model_args`` with every non-default constructor keyword, ``pretrained_cfg``), written by timm's own
-  ``save_config_for_hf`` so that timm reads it back as it reads its own;
+  ``model_args`` with the constructor keywords ``timm.create_model`` recorded, ``pretrained_cfg``), written by
+  timm's own ``save_config_for_hf`` so that timm reads it back as it reads its own;
 - ``README.md``: a model card with Hub YAML metadata (``library_name: timm``, tags, licence, datasets,
   metrics as ``model-index``) and a usage snippet.
 
 ``save_folder`` writes such a folder, ``push_folder`` uploads one (and, given ``manifest_tag``, records the
-published weight in se_zoo's manifest), ``push`` does both. Every file is written atomically.
+published weight in se_zoo's manifest), ``push`` does both. Every file is written atomically, and everything
+is checked before the first byte is uploaded.
 """
 import json
-import os
-import shutil
 import tempfile
-import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
+import timm
 import torch
 import torch.nn as nn
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
-__all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'CARD_NAME', 'save_folder', 'push_folder', 'push', 'read_folder_card']
+from ..errors import InvalidArgumentError, MissingFileError
+from ..files import atomic_write_bytes
+from ..models import list_models, reload_manifest
+from ..models._timm_compat import save_config_for_hf
+from .fetch import file_sha256
+from .manifest import CFG_FIELDS, MANIFEST_ENV, MANIFEST_PATH, check_entry, check_tag, manifest_path, update_manifest
+
+__all__ = [
+    'WEIGHTS_NAME', 'CONFIG_NAME', 'CARD_NAME', 'save_folder', 'push_folder', 'push', 'read_folder_card',
+    'check_recordable',
+]
 
 WEIGHTS_NAME = 'model.safetensors'
 CONFIG_NAME = 'config.json'
@@ -34,78 +46,43 @@ _CARD_TAGS = ['image-classification', 'timm', 'se_zoo', 'squeeze-and-excitation'
 _CARD_KEYS = frozenset({
     'license', 'datasets', 'metrics', 'eval_dataset', 'source', 'recipe', 'description', 'base_model', 'tags',
 })
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    tmp = path.parent / f'.{path.name}.{uuid.uuid4().hex}.tmp'
-    # os.open with 0o666 honours the umask, as a plain open() would (mkstemp's 0600 would stay with the file)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_folder_atomically(target: Union[str, Path], write: Callable[[Path], Any]) -> None:
-    """Build a folder with ``write(tmp)`` beside ``target``, then swap it in: readers see the old folder or the
-    whole new one. A previous ``target`` is moved aside as ``.NAME.old-*`` and removed after the swap, so a crash
-    between the two renames leaves it complete under that name; a failed ``write`` leaves no trace."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f'.{target.name}.new-{uuid.uuid4().hex}'
-    tmp.mkdir()  # not mkdtemp: its 0700 mode would stay with the folder
-    old = None
-    try:
-        write(tmp)
-        if target.exists():
-            old = target.parent / f'.{target.name}.old-{uuid.uuid4().hex}'
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old)
+_PUBLIC_HUB = 'https://huggingface.co'
+# timm repeats the head and input keywords in model_args, though config.json states them at its root and in
+# pretrained_cfg; loaders that pass both (transformers' TimmWrapper) then get each keyword twice.
+_HEAD_ARGS = ('num_classes', 'in_chans', 'global_pool')
 
 
 def _state_dict_bytes(model: nn.Module) -> bytes:
-    from safetensors.torch import save
     # Byte-for-byte reproducible for the same tensors, so re-publishing identical weights changes nothing.
     tensors = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items()}
     return save(tensors, metadata={'format': 'pt'})
 
 
-def _config_bytes(model: nn.Module) -> bytes:
-    from timm.models._hub import save_config_for_hf
-    model_args = dict(getattr(model, 'model_args', None) or {})
+def _config(model: nn.Module) -> Dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / CONFIG_NAME
-        save_config_for_hf(model, str(path), model_args=model_args)
-        return path.read_bytes()
+        save_config_for_hf(model, str(path))
+        config = json.loads(path.read_text())
+    model_args = {k: v for k, v in (config.pop('model_args', None) or {}).items() if k not in _HEAD_ARGS}
+    if model_args:
+        config['model_args'] = model_args
+    return config
 
 
 def _check_card(model_card: Dict[str, Any]) -> None:
     unknown = set(model_card) - _CARD_KEYS
     if unknown:
-        raise ValueError(f'unknown model_card keys {sorted(unknown)}; known keys are {sorted(_CARD_KEYS)}')
+        raise InvalidArgumentError(f'unknown model_card keys {sorted(unknown)}; known keys are {sorted(_CARD_KEYS)}')
     metrics = model_card.get('metrics') or {}
     if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
-        raise ValueError(f"model_card['metrics'] must map a metric name to a number, got {metrics!r}")
+        raise InvalidArgumentError(f"model_card['metrics'] must map a metric name to a number, got {metrics!r}")
     if metrics and not (model_card.get('eval_dataset') or model_card.get('datasets')):
-        raise ValueError("model_card['metrics'] need the dataset they were measured on: "
+        raise InvalidArgumentError("model_card['metrics'] need the dataset they were measured on: "
                          "give model_card['eval_dataset'] or model_card['datasets']")
 
 
-def _card_text(model: nn.Module, model_card: Dict[str, Any], repo_id: Optional[str]) -> str:
-    from huggingface_hub import ModelCard, ModelCardData, EvalResult
-    arch = model.pretrained_cfg.get('architecture') or type(model).__name__
+def _card_text(model: nn.Module, config: Dict[str, Any], model_card: Dict[str, Any], repo_id: Optional[str]) -> str:
+    arch = config['architecture']
     datasets: List[str] = list(model_card.get('datasets') or [])
     metrics: Dict[str, float] = dict(model_card.get('metrics') or {})
     eval_dataset = model_card.get('eval_dataset') or (datasets[0] if datasets else None)
@@ -127,7 +104,7 @@ def _card_text(model: nn.Module, model_card: Dict[str, Any], repo_id: Optional[s
         ] or None,
         **extra,
     )
-    model_args = getattr(model, 'model_args', None) or {}
+    model_args = config.get('model_args') or {}
     kwargs = ''.join(f', {k}={v!r}' for k, v in model_args.items())
     lines = [f'# {arch}', '']
     lines += [model_card.get('description') or
@@ -167,7 +144,7 @@ def save_folder(
     """Write ``model`` as a publish-ready folder: ``model.safetensors``, timm's ``config.json`` and ``README.md``.
 
     Args:
-        model: an se_zoo model (built by ``timm.create_model``; its ``model.model_args`` go to config.json).
+        model: an se_zoo model, built by ``timm.create_model`` (which records the keywords config.json needs).
         folder: created if missing; the three files are replaced atomically, other files are left alone.
         model_card: metadata for README.md and the manifest: ``license``, ``datasets`` (list), ``metrics``
             ({name: value}, measured on ``eval_dataset`` or the first dataset), ``source`` (where the weights
@@ -180,14 +157,15 @@ def save_folder(
     model_card = dict(model_card or {})
     _check_card(model_card)
     if not getattr(model, 'pretrained_cfg', None):
-        raise ValueError('save_folder needs a timm model (one with a pretrained_cfg); build it with timm.create_model')
+        raise InvalidArgumentError('save_folder needs a timm model (one with a pretrained_cfg); build it with timm.create_model')
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # Render everything before writing anything, so a failure leaves the folder as it was.
+    config = _config(model)
     files = {
         WEIGHTS_NAME: _state_dict_bytes(model),
-        CONFIG_NAME: _config_bytes(model),
-        CARD_NAME: _card_text(model, model_card, repo_id).encode('utf-8'),
+        CONFIG_NAME: (json.dumps(config, indent=4) + '\n').encode(),
+        CARD_NAME: _card_text(model, config, model_card, repo_id).encode('utf-8'),
     }
     for name, data in files.items():
         atomic_write_bytes(folder / name, data)
@@ -196,7 +174,6 @@ def save_folder(
 
 def read_folder_card(folder: Union[str, Path]) -> Dict[str, Any]:
     """The manifest-relevant metadata of a publish-ready folder's README.md: licence, source, recipe, metrics."""
-    from huggingface_hub import ModelCard
     data = ModelCard.load(Path(folder) / CARD_NAME).data
     metrics = {r.metric_name or r.metric_type: r.metric_value for r in (data.eval_results or [])}
     datasets = {r.dataset_type for r in (data.eval_results or [])}
@@ -212,28 +189,31 @@ def read_folder_card(folder: Union[str, Path]) -> Dict[str, Any]:
 
 def _check_folder(folder: Path) -> Dict[str, Any]:
     """Refuse to publish a folder that timm could not load into its architecture, with the reason."""
-    import timm
-    from safetensors import safe_open
-    from . import list_models
     missing = [name for name in _PUBLISHED_FILES if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(f'{folder} is not a publish-ready folder: {", ".join(missing)} missing '
+        raise MissingFileError(f'{folder} is not a publish-ready folder: {", ".join(missing)} missing '
                                 f'(write one with se_zoo.hub.save_folder)')
-    config = json.loads((folder / CONFIG_NAME).read_text())
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except json.JSONDecodeError as e:
+        raise InvalidArgumentError(f'{folder / CONFIG_NAME} is not valid JSON: {e}') from e
     arch = config.get('architecture')
     if arch not in list_models():
-        raise ValueError(f'{folder / CONFIG_NAME} names architecture {arch!r}, which is not an se_zoo model '
+        raise InvalidArgumentError(f'{folder / CONFIG_NAME} names architecture {arch!r}, which is not an se_zoo model '
                          f'(see se_zoo.list_models())')
     model_args = dict(config.get('model_args') or {})
     model_args.setdefault('num_classes', config.get('num_classes', 1000))
     with torch.device('meta'):
         model = timm.create_model(arch, **model_args)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    with safe_open(folder / WEIGHTS_NAME, framework='pt') as f:
-        found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    try:
+        with safe_open(folder / WEIGHTS_NAME, framework='pt') as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except SafetensorError as e:
+        raise InvalidArgumentError(f'{folder / WEIGHTS_NAME} is not a readable safetensors file: {e}') from e
     if found != expected:
         diff = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
-        raise ValueError(f'{folder / WEIGHTS_NAME} does not match {arch} with model_args {model_args} '
+        raise InvalidArgumentError(f'{folder / WEIGHTS_NAME} does not match {arch} with model_args {model_args} '
                          f'(first differing tensors: {diff[:5]})')
     return config
 
@@ -262,15 +242,14 @@ def push_folder(
         token: a Hub token; by default huggingface_hub's (``HF_TOKEN`` or ``hf auth login``).
         private: create the repo private.
         manifest_tag: if given, record the weight as ``<architecture>.<manifest_tag>`` in se_zoo's manifest
-            (``se_zoo.weights.manifest_path()``), pinned to the returned commit, and register it with timm.
+            (``se_zoo.hub.manifest.manifest_path()``), pinned to the returned commit, and register it with timm.
     """
-    from huggingface_hub import HfApi
-    from .weights import check_recordable
     folder = Path(folder)
     config = _check_folder(folder)
-    if manifest_tag:
-        check_recordable()  # before anything is uploaded
     arch = config['architecture']
+    if manifest_tag is not None:  # everything the manifest entry needs is checked before anything is uploaded
+        check_tag(manifest_tag)
+        check_recordable()
     api = HfApi(token=token, library_name='se_zoo')
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     commit = api.upload_folder(
@@ -281,10 +260,9 @@ def push_folder(
         commit_message=commit_message or f'Publish {arch}',
     )
     commit_id = commit.oid
-    if manifest_tag:
-        from .weights import record_published
-        record_published(f'{arch}.{manifest_tag}', repo_id=repo_id, revision=commit_id,
-                         weights_file=folder / WEIGHTS_NAME, config=config, card=read_folder_card(folder))
+    if manifest_tag is not None:
+        _record_published(f'{arch}.{manifest_tag}', repo_id=repo_id, revision=commit_id,
+                          weights_file=folder / WEIGHTS_NAME, config=config, card=read_folder_card(folder))
     return commit_id
 
 
@@ -307,3 +285,37 @@ def push(
         save_folder(model, tmp, model_card=model_card, repo_id=repo_id)
         return push_folder(tmp, repo_id, revision=revision, commit_message=commit_message, token=token,
                            private=private, manifest_tag=manifest_tag)
+
+
+def check_recordable(path: Optional[Union[str, Path]] = None) -> None:
+    """Refuse to record a weight in the shipped manifest unless it is published on the real Hub.
+
+    The shipped manifest is what every se_zoo user resolves ``pretrained=True`` against, so it may only name
+    weights on https://huggingface.co; publishing to another endpoint (a mirror, a test server) needs a manifest
+    of its own (``SE_ZOO_WEIGHTS_MANIFEST``).
+    """
+    path = Path(path) if path is not None else manifest_path()
+    if path.resolve() == MANIFEST_PATH.resolve() and constants.ENDPOINT != _PUBLIC_HUB:
+        raise InvalidArgumentError(
+            f'the shipped weights manifest {MANIFEST_PATH} lists weights on {_PUBLIC_HUB} only, and HF_ENDPOINT is '
+            f'{constants.ENDPOINT}; set {MANIFEST_ENV} to a manifest of your own')
+
+
+def _record_published(name: str, *, repo_id: str, revision: str, weights_file: Path, config: Dict[str, Any],
+                      card: Dict[str, Any]) -> Dict[str, Any]:
+    """Write the manifest entry ``name`` (``arch.tag``) for a weight just published, and register it with timm."""
+    entry = {
+        'repo_id': repo_id,
+        'revision': revision,
+        'filename': weights_file.name,
+        'sha256': file_sha256(weights_file),
+        'size': weights_file.stat().st_size,
+        'kind': 'se_zoo',
+        **{k: card[k] for k in ('source', 'recipe', 'license', 'metrics', 'eval_dataset') if card.get(k)},
+        'model_args': dict(config.get('model_args') or {}),
+        'pretrained_cfg': {k: v for k, v in config.get('pretrained_cfg', {}).items() if k in CFG_FIELDS},
+    }
+    check_entry(name, entry)
+    update_manifest({name: entry})
+    reload_manifest()
+    return entry

@@ -1,11 +1,19 @@
-"""The ``se-zoo`` command line. Each subcommand parses its arguments here and delegates to its module."""
+"""The ``se-zoo`` command line. Each subcommand parses its arguments here and delegates to its module.
+
+Subcommands import what they run inside their handler, so that ``se-zoo --help`` and argument errors answer
+without loading torch.
+"""
 import argparse
+import dataclasses
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
+
+from ..errors import SEZooError
+from ..finetune.config import FinetuneConfig
 
 
 def _list(args: argparse.Namespace) -> int:
-    from . import list_models
+    from ..models import list_models
     for name in list_models(args.filter, pretrained=args.pretrained):
         print(name)
     return 0
@@ -19,7 +27,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .profile import profile_model
+    from ..profile import profile_model
     prof = profile_model(args.name)
     c, h, w = prof.input_size
     print(f'{prof.name}  (input {c}x{h}x{w})')
@@ -37,7 +45,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .hub import push_folder
+    from ..hub.publish import push_folder
     commit = push_folder(args.folder, args.repo_id, revision=args.revision, commit_message=args.message,
                          private=args.private, manifest_tag=args.tag)
     print(commit)
@@ -57,7 +65,7 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from ..convert import convert
     result = convert(args.source, args.to, args.out, source_format=args.source_format,
                      allow_pickle=args.allow_pickle, license=args.license, push=args.push)
     diff = 'not measured' if result.max_abs_logit_diff is None else f'{result.max_abs_logit_diff:.3g}'
@@ -84,7 +92,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from .finetune import finetune
+    from ..finetune import finetune
     options = {k: v for k, v in vars(args).items() if k not in ('command', 'run', 'model', 'data', 'no_progress')}
     options.update(model_kwargs=dict(args.model_kwargs), se_kwargs=dict(args.se_kwargs))
     result = finetune(args.model, args.data, progress=not args.no_progress, **options)
@@ -108,47 +116,53 @@ def _keyword(text: str) -> tuple:
         return key, value
 
 
+def _default(name: str) -> Any:
+    """The ``FinetuneConfig`` default of a field, so the command line never restates one."""
+    field = next(f for f in dataclasses.fields(FinetuneConfig) if f.name == name)
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('finetune', help='fine-tune a model on an ImageFolder directory or Fashion-MNIST',
                        description='Fine-tune any se_zoo or timm model. Run under `torchrun --nproc-per-node N` '
                                    'for data-parallel training; --batch-size is per process.')
     p.add_argument('model', help='model name, e.g. se_resnet18 (se-zoo list) or any timm model')
-    p.add_argument('--data', default='fashion-mnist',
+    p.add_argument('--data', default=_default('data'),
                    help="'fashion-mnist' (apt-get install dataset-fashion-mnist) or an ImageFolder root with "
                         "train/ and val/ (default: fashion-mnist)")
-    p.add_argument('--output', default='output', help='checkpoint directory (best/, last/; default: output)')
+    p.add_argument('--output', default=_default('output'), help='checkpoint directory (best/, last/; default: output)')
     start = p.add_mutually_exclusive_group()
     start.add_argument('--pretrained', action='store_true', help="start from the model's published weights")
     start.add_argument('--init', metavar='PATH', help='start from a local .safetensors file or publish-ready folder')
-    p.add_argument('--model-kwargs', nargs='*', default=[], type=_keyword, metavar='KEY=VALUE',
+    p.add_argument('--model-kwargs', nargs='*', default=_default('model_kwargs'), type=_keyword, metavar='KEY=VALUE',
                    help="architecture keywords, e.g. channels='(32,64,128,256)' stem_width=32")
     p.add_argument('--add-se', action='store_true', help='retrofit SE blocks (se_zoo.add_se) before training')
-    p.add_argument('--se-kwargs', nargs='*', default=[], type=_keyword, metavar='KEY=VALUE',
+    p.add_argument('--se-kwargs', nargs='*', default=_default('se_kwargs'), type=_keyword, metavar='KEY=VALUE',
                    help='SE keywords for --add-se, e.g. r=8 gate=hard_sigmoid')
-    p.add_argument('--img-size', type=int, default=None, help="input resolution (default: the model's)")
-    p.add_argument('--epochs', type=int, default=10)
-    p.add_argument('--batch-size', type=int, default=128, help='per process (default: 128)')
-    p.add_argument('--opt', default='adamw', help='timm optimizer name (default: adamw)')
-    p.add_argument('--lr', type=float, default=1e-3)
-    p.add_argument('--weight-decay', type=float, default=0.05)
-    p.add_argument('--momentum', type=float, default=0.9)
-    p.add_argument('--sched', default='cosine', help='timm scheduler name (default: cosine)')
-    p.add_argument('--warmup-epochs', type=int, default=0)
-    p.add_argument('--min-lr', type=float, default=0.)
-    p.add_argument('--scale', type=float, nargs=2, default=(0.5, 1.0), metavar=('MIN', 'MAX'),
+    p.add_argument('--img-size', type=int, default=_default('img_size'), help="input resolution (default: the model's)")
+    p.add_argument('--epochs', type=int, default=_default('epochs'))
+    p.add_argument('--batch-size', type=int, default=_default('batch_size'), help='per process (default: 128)')
+    p.add_argument('--opt', default=_default('opt'), help='timm optimizer name (default: adamw)')
+    p.add_argument('--lr', type=float, default=_default('lr'))
+    p.add_argument('--weight-decay', type=float, default=_default('weight_decay'))
+    p.add_argument('--momentum', type=float, default=_default('momentum'))
+    p.add_argument('--sched', default=_default('sched'), help='timm scheduler name (default: cosine)')
+    p.add_argument('--warmup-epochs', type=int, default=_default('warmup_epochs'))
+    p.add_argument('--min-lr', type=float, default=_default('min_lr'))
+    p.add_argument('--scale', type=float, nargs=2, default=_default('scale'), metavar=('MIN', 'MAX'),
                    help='random-resized-crop area range (default: 0.5 1.0)')
-    p.add_argument('--hflip', type=float, default=0.5)
-    p.add_argument('--color-jitter', type=float, default=0.)
-    p.add_argument('--auto-augment', default=None, help="timm auto-augment policy, e.g. 'rand-m9-mstd0.5'")
-    p.add_argument('--re-prob', type=float, default=0., help='random erasing probability')
-    p.add_argument('--mixup', type=float, default=0., help='mixup alpha (timm.data.Mixup)')
-    p.add_argument('--cutmix', type=float, default=0., help='cutmix alpha')
-    p.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
-    p.add_argument('--train-samples', type=int, default=None, help='train on a subset of this size')
-    p.add_argument('--eval-samples', type=int, default=None, help='evaluate on a subset of this size')
-    p.add_argument('--workers', type=int, default=2, help='data-loading processes per training process')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', default=None, help='cpu, cuda, ... (default: cuda if available)')
+    p.add_argument('--hflip', type=float, default=_default('hflip'))
+    p.add_argument('--color-jitter', type=float, default=_default('color_jitter'))
+    p.add_argument('--auto-augment', default=_default('auto_augment'), help="timm auto-augment policy, e.g. 'rand-m9-mstd0.5'")
+    p.add_argument('--re-prob', type=float, default=_default('re_prob'), help='random erasing probability')
+    p.add_argument('--mixup', type=float, default=_default('mixup'), help='mixup alpha (timm.data.Mixup)')
+    p.add_argument('--cutmix', type=float, default=_default('cutmix'), help='cutmix alpha')
+    p.add_argument('--smoothing', type=float, default=_default('smoothing'), help='label smoothing')
+    p.add_argument('--train-samples', type=int, default=_default('train_samples'), help='train on a subset of this size')
+    p.add_argument('--eval-samples', type=int, default=_default('eval_samples'), help='evaluate on a subset of this size')
+    p.add_argument('--workers', type=int, default=_default('workers'), help='data-loading processes per training process')
+    p.add_argument('--seed', type=int, default=_default('seed'))
+    p.add_argument('--device', default=_default('device'), help='cpu, cuda, ... (default: cuda if available)')
     p.add_argument('--resume', action='store_true', help='continue the run checkpointed in --output')
     p.add_argument('--overwrite', action='store_true', help='start afresh, replacing a checkpoint in --output')
     p.add_argument('--no-progress', action='store_true', help='no progress bar or per-epoch lines')
@@ -156,7 +170,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .excitations import inspect_excitations
+    from ..inspection import inspect_excitations
     path = inspect_excitations(args.model, args.out, data=args.data, num_samples=args.samples, num_blocks=args.blocks)
     print(f'wrote {path}')
     return 0
@@ -186,10 +200,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    except SEZooError as e:  # anything else is a bug, and keeps its traceback
         print(f'se-zoo {args.command}: error: {e}', file=sys.stderr)
         return 2
 
-
-if __name__ == '__main__':
-    sys.exit(main())

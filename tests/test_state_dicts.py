@@ -1,7 +1,8 @@
-"""timm's SE networks load into their se_zoo counterparts as they are and give the same logits on real photos.
+"""``se_zoo.state_dicts``: timm's SE networks load into their se_zoo counterparts through the ``timm`` mapping
+(only the EfficientNet/MobileNetV3 SE conv names differ) and give the same logits on real photos.
 
 timm's model is built with random weights and randomised BatchNorm affine parameters and running statistics
-(so every residual branch and SE block contributes), its state_dict is loaded strictly into the se_zoo model,
+(so every residual branch and SE block contributes), its state_dict is mapped and loaded strictly into the se_zoo model,
 and both classify the skimage photos through timm's eval transform. The four pairs named by the spec run at
 224 px, MobileNetV3-Small and EfficientNet-B1 at 64 px. For EfficientNet B2-B7, which repeat B0/B1's blocks at
 other widths and depths, the strict load (every key, every shape) is checked on the meta device.
@@ -12,6 +13,7 @@ import torch
 
 import se_zoo  # noqa: F401  (registers the se_* models)
 from se_zoo import SqueezeExcite
+from se_zoo.state_dicts import rename_state_dict
 
 MAX_ABS_DIFF = 1e-5
 
@@ -28,7 +30,7 @@ PAIRS_STATE_DICT = tuple((f'efficientnet_b{i}', f'se_efficientnet_b{i}') for i i
 def _check_pair(timm_name: str, se_name: str, size: int, photo_batch, randomize_batchnorm) -> None:
     reference = randomize_batchnorm(timm.create_model(timm_name), seed=1).eval()
     model = timm.create_model(se_name).eval()
-    model.load_state_dict(reference.state_dict(), strict=True)
+    model.load_state_dict(rename_state_dict(reference.state_dict(), 'timm', model.state_dict()), strict=True)
     assert any(isinstance(m, SqueezeExcite) for m in model.modules())
 
     images = photo_batch(size, model)
@@ -55,7 +57,8 @@ def test_timm_weights_give_identical_logits_small(timm_name, se_name, photo_batc
 def test_timm_state_dict_loads_strictly(timm_name, se_name):
     reference = timm.create_model(timm_name, device='meta')
     model = timm.create_model(se_name, device='meta')
-    model.load_state_dict(reference.state_dict(), strict=True)  # raises on a missing, extra or mis-shaped key
+    mapped = rename_state_dict(reference.state_dict(), 'timm', model.state_dict())
+    model.load_state_dict(mapped, strict=True)  # raises on a missing, extra or mis-shaped key
 
 
 def test_se_weights_matter(photo_batch, randomize_batchnorm):

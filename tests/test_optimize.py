@@ -1,6 +1,8 @@
-"""The fast SE paths compute the reference function: outputs and gradients, train and eval, both memory formats.
+"""``se_zoo.optimize_for_inference`` and the fast SE paths compute the reference function: outputs and gradients,
+train and eval, both memory formats.
 
-The reference is each SE-ResNet block with ``fused_se = False`` (``x * gate``, then ``+ shortcut``, squeezing the
+The fast path is what ``timm.utils.reparameterize_model`` switches SE-ResNet blocks to (``block.reparameterize()``);
+the reference is the default path (``x * gate``, then ``+ shortcut``, squeezing the
 full feature map). With autograd on in train mode the fast path keeps the reference's rounding, so training is
 compared bit for bit; the eval-mode rewrites (squeeze through conv3, addcmul epilogue) round differently and are
 compared to float32 tolerance. Speed is measured in benchmarks/bench_se.py, never here.
@@ -11,6 +13,8 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+
+from timm.utils import reparameterize_model
 
 import se_zoo
 from se_zoo.models.se_resnet import SEBottleneck
@@ -38,12 +42,11 @@ FAMILY_MODELS = (
 def _fused_and_reference(randomize_batchnorm, name, **kwargs):
     torch.manual_seed(0)
     reference = randomize_batchnorm(timm.create_model(name, num_classes=10, **kwargs))
-    fused = copy.deepcopy(reference)
+    fused = reparameterize_model(reference)  # a copy; the reference keeps the default path
     se_blocks = [m for m in fused.modules() if hasattr(m, 'fused_se')]
-    assert se_blocks and not any(m.fused_se for m in reference.modules() if hasattr(m, 'fused_se')), \
+    assert se_blocks and all(m.fused_se for m in se_blocks), 'timm\'s reparameterize_model switches every SE block'
+    assert not any(m.fused_se for m in reference.modules() if hasattr(m, 'fused_se')), \
         'the bit-exact reference path is the default'
-    for block in se_blocks:
-        block.fused_se = True
     return fused, reference
 
 
@@ -226,3 +229,22 @@ def test_optimized_model_compiles_and_exports(randomize_batchnorm, tmp_path):
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     logits, = session.run(['logits'], {'x': x.contiguous().numpy()})
     torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize('name', ['se_resnet50', 'se_mobilenet_v3_small_100'])
+def test_optimize_for_inference_is_timms_reparameterization_plus_bn_folding(name, randomize_batchnorm, photo_batch):
+    """optimize_for_inference and timm.utils.reparameterize_model switch the same blocks, and both compute the
+    reference function on real photos (within 1e-4 of the logits' scale)."""
+    model = randomize_batchnorm(timm.create_model(name, layers=(1, 1, 1, 1)) if 'resnet' in name
+                                else timm.create_model(name)).eval()
+    reparameterized = reparameterize_model(model).eval()
+    optimized = se_zoo.optimize_for_inference(model)
+    fused = lambda m: sorted(n for n, b in m.named_modules() if getattr(b, 'fused_se', False))  # noqa: E731
+    assert fused(reparameterized) == fused(optimized)
+    assert not fused(model), 'the caller\'s model keeps the reference path'
+    x = photo_batch(128, model)
+    with torch.no_grad():
+        expected = model(x)
+        scale = max(1., expected.abs().max().item())
+        for candidate in (reparameterized, optimized):
+            assert (candidate(x.contiguous(memory_format=torch.channels_last)) - expected).abs().max() <= 1e-4 * scale

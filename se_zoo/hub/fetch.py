@@ -5,14 +5,14 @@ How this plugs into timm
 timm loads Hub weights inside ``build_model_with_cfg`` -> ``load_pretrained`` -> ``load_state_dict_from_hf``,
 which downloads with ``hf_hub_download`` and loads at once: the Hub client checks only the size of a download,
 so a corrupted or tampered file of the right size would be loaded silently. se_zoo therefore resolves the weight
-source one step earlier, in its model entrypoints (``se_zoo.models._model_args``), when ``pretrained=True``:
+source one step earlier, in its model entrypoints (``se_zoo.models._pretrained``), when ``pretrained=True``:
 
 1. timm's own ``resolve_pretrained_cfg`` gives the cfg timm would use: a manifest cfg
    (``hf_hub_id='ORG/NAME@<commit>'``) or, for ``timm.create_model('hf-hub:ORG/NAME')``, the cfg timm read
    from the repo's config.json.
-2. ``fetch_weights`` downloads the file with ``hf_hub_download`` (so the Hub cache, file locks, progress bar,
+2. ``fetch_pretrained`` / ``fetch_weights`` download the file with ``hf_hub_download`` (so the Hub cache, file locks, progress bar,
    ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` all apply) and checks its sha256: against the manifest
-   for published se_zoo weights, else against the sha256 the Hub reported for the LFS file (the cache names each
+   for pinned manifest weights, else against the sha256 the Hub reported for the LFS file (the cache names each
    blob by the ETag the Hub sent, which is the LFS sha256). A mismatch removes the cached copy and raises.
 3. The verified cache path becomes the cfg's ``file`` (``source='file'``), and timm loads it as it loads any
    local weight file: safetensors via ``safetensors.torch.load_file``, then its usual classifier / ``in_chans``
@@ -21,10 +21,9 @@ source one step earlier, in its model entrypoints (``se_zoo.models._model_args``
 So timm does all the loading; se_zoo only decides *which file* and vouches for it. No timm function is patched.
 
 Pickle checkpoints (``pytorch_model.bin``, ``*.pth``) are never downloaded or unpickled unless the caller
-asks for it with ``with se_zoo.hub_fetch.allow_pickle(): ...``; they are then loaded by timm with
+asks for it with ``with se_zoo.hub.fetch.allow_pickle(): ...``; they are then loaded by timm with
 ``torch.load(weights_only=True)``.
 """
-import dataclasses
 import os
 import re
 from contextlib import contextmanager
@@ -32,11 +31,20 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
-from .weights import file_sha256, find_published
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import (
+    HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+)
+from huggingface_hub.utils.sha import git_hash, sha_fileobj
+
+from ..errors import SEZooError
+from ..version import __version__
+from .manifest import find_entry
 
 __all__ = [
     'SAFE_WEIGHTS_NAME', 'WeightsError', 'HubUnreachableError', 'WeightsNotFoundError', 'ChecksumMismatchError',
-    'TruncatedDownloadError', 'PickleRefusedError', 'allow_pickle', 'fetch_weights', 'verified_pretrained_kwargs',
+    'TruncatedDownloadError', 'PickleRefusedError', 'allow_pickle', 'file_sha256', 'fetch_weights',
+    'fetch_pretrained',
 ]
 
 SAFE_WEIGHTS_NAME = 'model.safetensors'
@@ -49,7 +57,7 @@ _GIT_SHA1_RE = re.compile(r'^[0-9a-f]{40}$')
 _pickle_allowed: ContextVar[bool] = ContextVar('se_zoo_pickle_allowed', default=False)
 
 
-class WeightsError(RuntimeError):
+class WeightsError(SEZooError, RuntimeError):
     """Pretrained weights could not be fetched or verified; nothing was loaded."""
 
 
@@ -79,7 +87,7 @@ def allow_pickle() -> Iterator[None]:
 
     Example::
 
-        with se_zoo.hub_fetch.allow_pickle():
+        with se_zoo.hub.fetch.allow_pickle():
             model = timm.create_model('hf-hub:ORG/legacy_checkpoint', pretrained=True)
     """
     token = _pickle_allowed.set(True)
@@ -98,18 +106,17 @@ def _where(repo_id: str, revision: Optional[str], filename: str) -> str:
 
 
 def _endpoint() -> str:
-    from huggingface_hub import constants
     return constants.ENDPOINT
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """The sha256 of a file, read in chunks (huggingface_hub's own hashing, as the Hub computes LFS oids)."""
+    with open(path, 'rb') as f:
+        return sha_fileobj(f).hex()
 
 
 def _download(repo_id: str, filename: str, revision: Optional[str], cache_dir: Optional[Union[str, Path]]) -> Path:
     """``hf_hub_download`` with its errors turned into ones that say what to do."""
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError, RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-    from . import __version__
     where = _where(repo_id, revision, filename)
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
@@ -163,7 +170,6 @@ def _hub_reported_digest(path: Path) -> Tuple[str, str]:
 
 def _git_blob_sha1(path: Path) -> str:
     # Only regular (non-LFS) Hub files carry a git-sha1 ETag, and those are small enough to hash in memory.
-    from huggingface_hub.utils.sha import git_hash
     return git_hash(path.read_bytes())
 
 
@@ -227,8 +233,6 @@ def fetch_weights(
 
 def _pickle_fallback(repo_id: str, revision: Optional[str], cache_dir: Optional[Union[str, Path]]) -> Optional[str]:
     """The pickle checkpoint a repo without model.safetensors offers instead, if any."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError
     if constants.is_offline_mode():
         return None
     for name in _PICKLE_ALTERNATIVES:
@@ -240,55 +244,31 @@ def _pickle_fallback(repo_id: str, revision: Optional[str], cache_dir: Optional[
     return None
 
 
-def _same(a: Any, b: Any) -> bool:
-    # model_args come back from JSON with lists where the caller may pass tuples.
-    def norm(v: Any) -> Any:
-        return list(v) if isinstance(v, (tuple, list)) else v
-    return norm(a) == norm(b)
+def fetch_pretrained(
+        hf_hub_id: str,
+        filename: Optional[str] = None,
+        cache_dir: Optional[Union[str, Path]] = None,
+) -> Tuple[Path, Optional[Tuple[str, Dict[str, Any]]]]:
+    """Fetch and verify the weight file a timm pretrained cfg names (``hf_hub_id`` = ``ORG/NAME[@revision]``).
 
-
-def verified_pretrained_kwargs(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    """The entrypoint kwargs for ``pretrained=True`` with the weight source replaced by a verified local file.
-
-    Called by every se_zoo entrypoint before the model is built (see the module docstring). Weights the caller
-    supplies directly (a cfg ``state_dict``, ``file`` or ``local-dir`` source) are left to timm. A manifest weight
-    also brings the architecture keywords it was trained with (``model_args``), as a Hub config.json does.
+    Returns the verified path and the manifest entry ``(arch.tag, entry)`` of the file, if the manifest lists
+    it: a pinned entry is held to its sha256 and size, anything else to the digest the Hub reported. Without
+    an explicit ``filename``, a repo that holds only a pickle checkpoint is used when ``allow_pickle()`` allows.
     """
-    from timm.models import resolve_pretrained_cfg
-    kwargs = dict(kwargs)
-    cfg = resolve_pretrained_cfg(
-        variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None))
-    if cfg.state_dict is not None or cfg.source == 'local-dir' or (cfg.file and cfg.source != 'hf-hub'):
-        kwargs['pretrained_cfg'] = cfg.to_dict()
-        return kwargs
-    if not cfg.hf_hub_id:
-        raise WeightsNotFoundError(
-            f'no pretrained weights are published for {variant} (se_zoo.list_models(pretrained=True) lists those '
-            'that are); use pretrained=False, or load a repo with timm.create_model("hf-hub:ORG/NAME", '
-            'pretrained=True)')
-    repo_id, _, revision = cfg.hf_hub_id.partition('@')
+    repo_id, _, revision = hf_hub_id.partition('@')
     revision = revision or None
-    filename = cfg.hf_hub_filename or SAFE_WEIGHTS_NAME
+    name = filename or SAFE_WEIGHTS_NAME
+    published = find_entry(repo_id, revision, name)
     sha256 = size = None
-    published = find_published(repo_id, revision, filename)
     if published is not None:
-        name, entry = published
-        sha256, size = entry['sha256'], entry['size']
-        for key, value in (entry.get('model_args') or {}).items():
-            if key in kwargs and not _same(kwargs[key], value):
-                raise ValueError(f'{name} weights were trained with {key}={value!r}, not {key}={kwargs[key]!r}; '
-                                 f'drop {key} or use pretrained=False')
-            kwargs.setdefault(key, value)
-    cache_dir = kwargs.get('cache_dir')
+        sha256, size = published[1].get('sha256'), published[1].get('size')
     try:
-        path = fetch_weights(repo_id, revision=revision, filename=filename, sha256=sha256, size=size,
-                             cache_dir=cache_dir)
+        path = fetch_weights(repo_id, revision=revision, filename=name, sha256=sha256, size=size, cache_dir=cache_dir)
     except WeightsNotFoundError:
-        if cfg.hf_hub_filename:  # a file was named (manifest weights always name theirs): no substitute
+        if filename:  # a file was named (manifest weights always name theirs): no substitute
             raise
         fallback = _pickle_fallback(repo_id, revision, cache_dir)
         if fallback is None:
             raise
         path = fetch_weights(repo_id, revision=revision, filename=fallback, cache_dir=cache_dir)
-    kwargs['pretrained_cfg'] = dataclasses.replace(cfg, file=str(path), source='file').to_dict()
-    return kwargs
+    return path, published

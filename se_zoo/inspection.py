@@ -6,13 +6,19 @@ draws the figure of the paper's section "Role of Excitation" (Fig. 6 of arXiv:17
 blocks from early to late, the mean excitation of each channel, one line per class. Early blocks excite
 nearly the same channels for every class; late ones become class-specific.
 """
+import io
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+from timm.data import create_transform, resolve_model_data_config
 
+from .data import TransformedDataset, create_datasets
+from .errors import InvalidArgumentError, MissingDependencyError
+from .files import atomic_write_bytes
+from .models import load_model
 from .squeeze_excite import SqueezeExcite
 
 __all__ = ['excitations', 'class_mean_excitations', 'plot_class_excitations', 'inspect_excitations', 'se_block_names']
@@ -35,7 +41,7 @@ def excitations(model: nn.Module, images: torch.Tensor) -> Dict[str, torch.Tenso
     """
     names = {m: name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)}
     if not names:
-        raise ValueError(f'{type(model).__name__} has no se_zoo SqueezeExcite block; use an se_zoo model or '
+        raise InvalidArgumentError(f'{type(model).__name__} has no se_zoo SqueezeExcite block; use an se_zoo model or '
                          f'se_zoo.add_se(model) first')
     gates: Dict[str, torch.Tensor] = OrderedDict()
 
@@ -76,7 +82,7 @@ def class_mean_excitations(
             if blocks is None or name in blocks:
                 sums[name] = sums.get(name, 0) + one_hot.T @ gate.double()
     if (counts == 0).any():
-        raise ValueError(f'classes {torch.nonzero(counts == 0).flatten().tolist()} have no images in the data')
+        raise InvalidArgumentError(f'classes {torch.nonzero(counts == 0).flatten().tolist()} have no images in the data')
     return {name: (total / counts[:, None]).float() for name, total in sums.items()}
 
 
@@ -100,9 +106,7 @@ def plot_class_excitations(
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise RuntimeError('plotting needs matplotlib: pip install matplotlib') from e
-    from .hub import atomic_write_bytes
-    import io
+        raise MissingDependencyError("plotting needs matplotlib: pip install 'se-zoo[inspect]'") from e
     cols = min(3, len(means))
     rows = (len(means) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
@@ -144,23 +148,15 @@ def inspect_excitations(
     ``model`` is a model, a publish-ready folder (e.g. ``finetune``'s ``best/``), or a name timm can build
     (``local-dir:PATH``, ``hf-hub:ORG/NAME``, an se_zoo name). Images go through the model's own eval transform.
     """
-    import timm
-    from timm.data import create_transform, resolve_model_data_config
-    from .data import TransformedDataset, create_datasets
     if isinstance(model, (str, Path)):
-        ref = str(model)
-        if Path(ref).is_dir():
-            ref = f'local-dir:{ref}'
-        elif ':' not in ref and not timm.is_model(ref):
-            raise FileNotFoundError(f'{model} is neither a folder nor a model name')
-        model = timm.create_model(ref, pretrained=ref.startswith(('local-dir:', 'hf-hub:')))
+        model = load_model(str(model))
     _, eval_set, classes = create_datasets(data, eval_samples=num_samples)
     if model.num_classes != len(classes):
-        raise ValueError(f'the model has {model.num_classes} classes, {data} has {len(classes)}: '
+        raise InvalidArgumentError(f'the model has {model.num_classes} classes, {data} has {len(classes)}: '
                          f'inspect a model fine-tuned on it')
     names = se_block_names(model)
     if not names:
-        raise ValueError(f'{type(model).__name__} has no se_zoo SqueezeExcite block')
+        raise InvalidArgumentError(f'{type(model).__name__} has no se_zoo SqueezeExcite block')
     transform = create_transform(**resolve_model_data_config(model), is_training=False)
     loader = torch.utils.data.DataLoader(TransformedDataset(eval_set, transform), batch_size=batch_size)
     blocks = _pick_blocks(names, num_blocks)

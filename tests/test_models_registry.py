@@ -63,7 +63,9 @@ def test_pretrained_cfg_is_complete(name):
 
 
 def test_published_weights_have_complete_cfgs():
-    for name in timm.list_pretrained('se_*'):
+    listed = timm.list_pretrained('se_*')
+    assert listed, 'the shipped manifest lists weights for every architecture'
+    for name in listed:
         cfg = timm.models.get_pretrained_cfg(name).to_dict()
         assert cfg['hf_hub_id'], name
         assert all(cfg.get(f) not in (None, '') for f in CFG_FIELDS), name

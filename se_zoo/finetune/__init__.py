@@ -1,0 +1,88 @@
+"""Fine-tune any se_zoo or timm model on an ImageFolder directory or Fashion-MNIST, on timm's training components.
+
+``se_zoo.finetune.finetune('se_resnet18', 'fashion-mnist', epochs=3)`` (or ``se-zoo finetune``) trains with ``timm.data``
+transforms (and ``timm.data.Mixup`` if asked), ``timm.optim.create_optimizer_v2``, ``timm.scheduler``
+and ``timm.loss``, evaluates after every epoch and writes, under ``output``:
+
+- ``best/``: the best-evaluating weights as a publish-ready folder (``se_zoo.hub.publish.save_folder``: model.safetensors,
+  timm's config.json, a model card with the measured accuracy), ready for ``se_zoo.hub.publish.push_folder``;
+- ``last/``: the same for the latest epoch, plus ``training_state.safetensors`` / ``training_state.json``
+  (optimizer and scheduler state, epoch, history; no pickle) from which ``resume=True`` continues.
+
+Each checkpoint folder is built next to its final place and swapped in by renames, so an interruption leaves
+the previous checkpoint, never a partial one. All randomness of an epoch (shuffling, augmentation, mixup, dropout)
+is seeded from ``(seed, epoch, rank)``, so a resumed run repeats the uninterrupted one exactly.
+
+Launched by ``torchrun --nproc-per-node N``, the same call trains data-parallel (DDP; nccl on GPUs, gloo on CPU):
+``batch_size`` is per process, the global batch is ``batch_size * world_size``.
+
+The package: ``config`` (the recipe, plain data), ``trainer`` (the loop), ``checkpoint`` (the file format).
+"""
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import timm
+import torch
+import torch.distributed as dist
+from timm.utils.distributed import init_distributed_device_so
+
+from ..errors import InvalidArgumentError, MissingFileError
+from ..models import close_model_names
+from .checkpoint import TRAINING_STATE_NAME, find_last
+from .config import FinetuneConfig
+from .trainer import EpochStats, FinetuneResult, Trainer
+
+__all__ = ['FinetuneConfig', 'EpochStats', 'FinetuneResult', 'Trainer', 'finetune', 'TRAINING_STATE_NAME']
+
+
+def finetune(
+        model: str,
+        data: Union[str, Path] = 'fashion-mnist',
+        *,
+        on_epoch_end: Optional[Callable[[EpochStats], None]] = None,
+        **options: Any,
+) -> FinetuneResult:
+    """Fine-tune ``model`` (any se_zoo or timm model name) on ``data`` and write checkpoints under ``output``.
+
+    Args:
+        model: a model name (``se_zoo.list_models()`` or ``timm.list_models()``).
+        data: ``'fashion-mnist'`` (the Debian package ``dataset-fashion-mnist``) or an ImageFolder root holding
+            ``train/`` and ``val/`` (or ``validation/``, ``test/``), each ``<class>/<images>``.
+        on_epoch_end: called with each epoch's ``EpochStats`` after its checkpoint is written (on every process).
+        **options: any ``FinetuneConfig`` field, e.g. ``output``, ``epochs``, ``batch_size`` (per process),
+            ``lr``, ``opt``, ``sched``, ``img_size``, ``pretrained``, ``init`` (a local safetensors file or
+            publish-ready folder), ``model_kwargs``, ``add_se`` and ``se_kwargs`` (retrofit SE first, see
+            ``se_zoo.add_se``), ``mixup``/``cutmix``/``smoothing``, ``seed``, ``resume``.
+
+    Returns:
+        A ``FinetuneResult``; the best weights are a publish-ready folder at ``result.best_dir``.
+    """
+    config = FinetuneConfig(model=model, data=str(data), **options)
+    _check_model_name(config.model)
+    _check_output(config)
+    device_info = init_distributed_device_so(config.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    try:
+        return Trainer(config, device_info, on_epoch_end).train()
+    finally:
+        if device_info['distributed']:
+            dist.destroy_process_group()
+
+
+def _check_model_name(name: str) -> None:
+    if not timm.is_model(name):
+        close = close_model_names(name)
+        hint = f'; did you mean {", ".join(close)}?' if close else ''
+        raise InvalidArgumentError(f'unknown model {name!r}: not in se_zoo.list_models() or timm.list_models(){hint}')
+
+
+def _check_output(config: FinetuneConfig) -> None:
+    output = Path(config.output)
+    has_checkpoint = find_last(output) is not None
+    if config.resume and not has_checkpoint:
+        raise MissingFileError(f'resume: no checkpoint under {output} (expected {output / "last"})')
+    if not config.resume and not config.overwrite and has_checkpoint:
+        raise InvalidArgumentError(
+            f'{output} already holds a checkpoint; pass resume=True (--resume) to continue it, overwrite=True '
+            '(--overwrite) to replace it, or choose another output directory')
+
+

@@ -1,0 +1,58 @@
+"""One entry point that turns whatever a user names into a model: an se_zoo or timm name, ``name.tag``,
+``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a folder written by ``se_zoo.hub.save_folder`` / ``se-zoo finetune``."""
+import difflib
+from pathlib import Path
+from typing import Any, List, Optional
+
+import timm
+import torch.nn as nn
+
+from ..errors import InvalidArgumentError
+
+__all__ = ['list_models', 'load_model', 'close_model_names']
+
+# The modules whose @register_model entrypoints make up se_zoo (timm registers by module name).
+_MODEL_MODULES = ('se_resnet', 'se_mobilenet', 'se_efficientnet')
+
+
+def list_models(filter: str = '', pretrained: bool = False) -> List[str]:
+    """se_zoo's registered model names (and only those), optionally filtered like ``timm.list_models``.
+
+    With ``pretrained=True``, the ``arch.tag`` names of the weights in the manifest.
+    """
+    return timm.list_models(filter=filter or '', module=list(_MODEL_MODULES), pretrained=pretrained)
+
+
+def close_model_names(name: str, limit: int = 3) -> List[str]:
+    """Registered names (with their pretrained tags) that look like ``name``, best first."""
+    arch = name.partition('.')[0]
+    candidates = timm.list_models() + (timm.list_pretrained(arch + '.*') if '.' in name else [])
+    return difflib.get_close_matches(name, candidates, n=limit, cutoff=0.6)
+
+
+def load_model(source: str, *, pretrained: Optional[bool] = None, **kwargs: Any) -> nn.Module:
+    """Build the model ``source`` names, through ``timm.create_model``.
+
+    Args:
+        source: a model name (``se_resnet50``), a pretrained tag (``se_resnet50.ra2_in1k``), ``hf-hub:ORG/NAME``,
+            ``local-dir:PATH``, or the path of a folder holding timm's ``config.json`` and ``model.safetensors``.
+        pretrained: load weights; by default True for everything but a bare model name.
+        **kwargs: passed to ``timm.create_model`` (``num_classes``, architecture keywords, ...).
+
+    Raises:
+        InvalidArgumentError: ``source`` is no model and no folder; the message lists close matches.
+    """
+    source = str(source)
+    if Path(source).is_dir():
+        source = f'local-dir:{source}'
+    is_reference = source.startswith(('hf-hub:', 'local-dir:'))
+    if not is_reference:
+        arch, _, tag = source.partition('.')
+        if not timm.is_model(arch) or (tag and source not in timm.list_pretrained(source)):
+            matches = close_model_names(source)
+            hint = f'; did you mean {", ".join(matches)}?' if matches else '; see `se-zoo list`'
+            raise InvalidArgumentError(
+                f'{source!r} is neither a model, a pretrained tag nor a folder{hint}')
+    if pretrained is None:
+        pretrained = is_reference or '.' in source
+    return timm.create_model(source, pretrained=pretrained, **kwargs)

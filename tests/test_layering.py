@@ -1,0 +1,167 @@
+"""The package's import graph, read from the source (AST), points one way and keeps timm's private API in one place.
+
+Every import counts, at module level or inside a function: a function-level import that hides a cycle is still
+a cycle. The layers, lowest first (a module may import its own layer's package, or any lower layer):
+
+0. the base: ``errors``, ``files``, ``version``;
+1. the SE layer ``squeeze_excite`` and the state-dict mappings ``state_dicts``;
+2. ``hub.manifest`` (pure data); 3. ``hub.fetch`` (verified download);
+4. ``models`` (the families) and ``data`` (datasets);
+5. what works on a model: ``optimize``, ``retrofit``, ``profile``, ``inspection``, ``hub.publish``;
+6. the applications: ``convert``, ``finetune``, ``deploy``;
+7. ``cli``, which nothing imports; the package root registers everything and sits above all.
+"""
+import ast
+from pathlib import Path
+from typing import Dict, Iterator, List, Set, Tuple
+
+import pytest
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / 'se_zoo'
+COMPAT_MODULE = 'se_zoo.models._timm_compat'
+
+LAYERS = {
+    'se_zoo.errors': 0, 'se_zoo.files': 0, 'se_zoo.version': 0,
+    'se_zoo.squeeze_excite': 1, 'se_zoo.state_dicts': 1,
+    'se_zoo.hub': 1,  # the package's __init__ is a docstring
+    'se_zoo.hub.manifest': 2, 'se_zoo.hub.fetch': 3,
+    'se_zoo.models': 4, 'se_zoo.data': 4,
+    'se_zoo.optimize': 5, 'se_zoo.retrofit': 5, 'se_zoo.profile': 5, 'se_zoo.inspection': 5, 'se_zoo.hub.publish': 5,
+    'se_zoo.convert': 6, 'se_zoo.finetune': 6, 'se_zoo.deploy': 6,
+    'se_zoo.cli': 7,
+    'se_zoo': 8,
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def is_package(name: str, modules: Set[str]) -> bool:
+    return any(m.startswith(name + '.') for m in modules)
+
+
+def layer_of(name: str) -> Tuple[str, int]:
+    """The layer entry that owns ``name``: the longest key of LAYERS that is ``name`` or a parent of it."""
+    owner = max((k for k in LAYERS if name == k or name.startswith(k + '.')), key=len)
+    return owner, LAYERS[owner]
+
+
+def imports(path: Path, name: str, modules: Set[str]) -> Iterator[Tuple[str, int, str]]:
+    """(imported se_zoo module, line, 'module' or 'function') for every import in the file."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if is_package(name, modules) or path.name == '__init__.py' else name.rpartition('.')[0]
+    function_lines = {n.lineno for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    for node in ast.walk(tree):
+        where = 'function' if getattr(node, 'lineno', None) in function_lines else 'module'
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split('.')[0] == 'se_zoo':
+                    yield alias.name, node.lineno, where
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split('.')
+                base = base[:len(base) - (node.level - 1)]
+                target = '.'.join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ''
+            if target.split('.')[0] != 'se_zoo':
+                continue
+            for alias in node.names:
+                sub = f'{target}.{alias.name}'
+                yield (sub if sub in modules else target), node.lineno, where
+
+
+def timm_private_imports(path: Path) -> Iterator[Tuple[int, str]]:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or '').split('.')[0] == 'timm':
+            private = [a.name for a in node.names if a.name.startswith('_')]
+            if any(p.startswith('_') for p in node.module.split('.')) or private:
+                yield node.lineno, f'from {node.module} import {", ".join(a.name for a in node.names)}'
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split('.')
+                if parts[0] == 'timm' and any(p.startswith('_') for p in parts):
+                    yield node.lineno, f'import {alias.name}'
+
+
+@pytest.fixture(scope='module')
+def graph() -> Dict[str, List[Tuple[str, int, str]]]:
+    files = {module_name(p): p for p in PACKAGE_DIR.rglob('*.py')}
+    modules = set(files)
+    return {name: [edge for edge in imports(path, name, modules) if edge[0] != name]
+            for name, path in files.items()}
+
+
+def find_cycle(graph: Dict[str, List[Tuple[str, int, str]]]) -> List[str]:
+    """One import cycle as a list of modules (first == last), or [] if there is none."""
+    state: Dict[str, int] = {}  # 1: on the DFS stack, 2: done
+    stack: List[str] = []
+
+    def visit(node: str) -> List[str]:
+        state[node] = 1
+        stack.append(node)
+        for target, _, _ in graph.get(node, ()):
+            if state.get(target) == 1:
+                return stack[stack.index(target):] + [target]
+            if target not in state:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return []
+
+
+def test_the_import_graph_covers_the_package(graph):
+    # The walk must see the package as it is, or the tests below would pass on nothing.
+    assert {'se_zoo.models.se_resnet', 'se_zoo.hub.fetch', 'se_zoo.cli', 'se_zoo.finetune.trainer'} <= set(graph)
+    assert ('se_zoo.hub.fetch', 'module') in {(t, w) for t, _, w in graph['se_zoo.models._pretrained']}
+    assert any(w == 'function' for edges in graph.values() for _, _, w in edges), \
+        'the CLI imports lazily; a walk that sees no function-level import is not reading function bodies'
+
+
+def test_no_import_cycle(graph):
+    cycle = find_cycle(graph)
+    assert not cycle, 'import cycle (function-level imports included): ' + ' -> '.join(cycle)
+
+
+def test_find_cycle_finds_one_hidden_in_a_function():
+    # The detector itself, on a graph with a cycle closed by a function-level import.
+    graph = {'a': [('b', 1, 'module')], 'b': [('a', 7, 'function')], 'c': []}
+    assert find_cycle(graph) == ['a', 'b', 'a']
+
+
+def test_dependencies_point_down_the_layers(graph):
+    upward = []
+    for name, edges in graph.items():
+        owner, rank = layer_of(name)
+        for target, line, where in edges:
+            target_owner, target_rank = layer_of(target)
+            same_package = target_owner == owner
+            if target_rank > rank or (target_rank == rank and not same_package):
+                upward.append(f'{name}:{line} imports {target} ({where} level; layer {rank} -> {target_rank})')
+    assert not upward, 'imports against the layering:\n' + '\n'.join(upward)
+
+
+def test_nothing_imports_the_cli(graph):
+    importers = [f'{name}:{line}' for name, edges in graph.items() if not name.startswith('se_zoo.cli')
+                 for target, line, _ in edges if target.startswith('se_zoo.cli')]
+    assert not importers
+
+
+def test_private_timm_apis_only_in_the_compat_module():
+    found = {module_name(p): list(timm_private_imports(p)) for p in PACKAGE_DIR.rglob('*.py')}
+    assert found[COMPAT_MODULE], 'the compat module is where the private imports are; the check must see them'
+    outside = [f'{name}:{line}: {text}' for name, items in found.items() if name != COMPAT_MODULE
+               for line, text in items]
+    assert not outside, 'private timm API outside se_zoo/models/_timm_compat.py:\n' + '\n'.join(outside)
