@@ -7,7 +7,8 @@ a cycle. The layers, lowest first (a module may import its own layer's package, 
 1. the SE layer ``squeeze_excite`` and the state-dict mappings ``state_dicts``;
 2. ``hub.manifest`` (pure data); 3. ``hub.fetch`` (verified download);
 4. ``models`` (the families) and ``data`` (datasets);
-5. what works on a model: ``optimize``, ``retrofit``, ``profile``, ``inspection``, ``hub.publish``;
+5. what works on a model or the manifest: ``optimize``, ``retrofit``, ``profile``, ``inspection``, ``hub.publish``,
+   ``hub.pin``;
 6. the applications: ``convert``, ``finetune``, ``deploy``;
 7. ``cli``, which nothing imports; the package root registers everything and sits above all.
 """
@@ -27,6 +28,7 @@ LAYERS = {
     'se_zoo.hub.manifest': 2, 'se_zoo.hub.fetch': 3,
     'se_zoo.models': 4, 'se_zoo.data': 4,
     'se_zoo.optimize': 5, 'se_zoo.retrofit': 5, 'se_zoo.profile': 5, 'se_zoo.inspection': 5, 'se_zoo.hub.publish': 5,
+    'se_zoo.hub.pin': 5,
     'se_zoo.convert': 6, 'se_zoo.finetune': 6, 'se_zoo.deploy': 6,
     'se_zoo.cli': 7,
     'se_zoo': 8,
