@@ -9,22 +9,32 @@ the squeeze pooling and the channel rescale are element-wise and not counted, as
 import argparse
 from typing import List
 
+import timm
+
 import se_zoo
+from se_zoo.hub.manifest import load_manifest
 from se_zoo.profile import profile_model
 
 
 def model_table(names: List[str]) -> str:
     """The markdown table for ``names``."""
     lines = [
-        '| model | input | params (M) | GMACs | SE share of params | SE share of GMACs | weights |',
-        '|---|---|---:|---:|---:|---:|---|',
+        '| model | input | params (M) | GMACs | SE share of params | SE share of GMACs | default tag | top-1 | tags |',
+        '|---|---|---:|---:|---:|---:|---|---:|---:|',
     ]
+    manifest = load_manifest()
     for name in names:
         p = profile_model(name)
-        weights = ', '.join(se_zoo.list_models(name + '.*', pretrained=True)) or '-'
+        tags = se_zoo.list_models(name + '.*', pretrained=True)
+        default = f'{name}.{timm.models.get_pretrained_cfg(name).tag}' if tags else None
+        entry = manifest.get(default, {})
+        top1 = (entry.get('metrics') or {}).get('top1')
+        shown = f'`{default.partition(".")[2]}`' + (' (retrofit)' if entry.get('kind') == 'retrofit' else '') \
+            if default else '-'
         lines.append(
             f'| `{name}` | {p.input_size[-1]} | {p.params / 1e6:.2f} | {p.gmacs:.3f} '
-            f'| {100 * p.se_param_share:.1f}% | {100 * p.se_flop_share:.3f}% | {weights} |')
+            f'| {100 * p.se_param_share:.1f}% | {100 * p.se_flop_share:.3f}% | {shown} '
+            f'| {f"{top1:.2f}" if top1 is not None else "-"} | {len(tags)} |')
     return '\n'.join(lines)
 
 

@@ -22,7 +22,18 @@ def test_list_pretrained(capsys):
     assert main(['list', '--pretrained']) == 0
     listed = se_zoo.list_models(pretrained=True)
     assert listed and all('.' in name for name in listed)
-    assert capsys.readouterr().out.split() == listed
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ['tag', 'source', 'kind', 'top-1', 'licence', 'pinned']
+    rows = {line.split()[0]: line for line in lines[1:-1]}
+    assert list(rows) == listed
+    assert 'timm seresnet50.ra2_in1k' in rows['se_resnet50.ra2_in1k'] and '80.26' in rows['se_resnet50.ra2_in1k']
+    assert 'retrofit (SE untrained)' in rows['se_resnet18.a1_in1k_retrofit'] and rows['se_resnet18.a1_in1k_retrofit'].endswith('no')
+    assert '*' in rows['se_resnet50.ra2_in1k'], 'the default tag is marked'
+
+
+def test_list_pretrained_without_a_match_says_so(capsys):
+    assert main(['list', '--pretrained', 'se_nothing*']) == 0
+    assert capsys.readouterr().out.strip() == "no pretrained weights match 'se_nothing*'"
 
 
 def test_info(capsys):

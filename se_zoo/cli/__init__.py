@@ -9,21 +9,57 @@ import sys
 from typing import Any, List, Optional
 
 from ..errors import SEZooError
+from ..version import __version__
 from ..finetune.config import FinetuneConfig
 
 
 def _list(args: argparse.Namespace) -> int:
+    from ..hub.manifest import is_pinned, load_manifest
     from ..models import list_models
-    for name in list_models(args.filter, pretrained=args.pretrained):
-        print(name)
+    names = list_models(args.filter, pretrained=args.pretrained)
+    if not args.pretrained:
+        print('\n'.join(names))
+        return 0
+    if not names:
+        print(f'no pretrained weights match {args.filter!r}' if args.filter else 'no pretrained weights are listed')
+        return 0
+    manifest = load_manifest()
+    rows = [('tag', 'source', 'kind', 'top-1', 'licence', 'pinned')]
+    for name in names:
+        entry = manifest.get(name, {})
+        top1 = (entry.get('metrics') or {}).get('top1')
+        kind = entry.get('kind', 'se_zoo') + (' (SE untrained)' if entry.get('kind') == 'retrofit' else '')
+        rows.append((name + (' *' if entry.get('default') else ''), entry.get('source', ''), kind,
+                     f'{top1:.2f}' if top1 is not None else '-', entry.get('license', ''),
+                     'yes' if is_pinned(entry) else 'no'))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print('  '.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print('* the default tag of its architecture; unpinned weights are checked against the sha256 the Hub reports')
     return 0
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('list', help='list se_zoo models')
+    p = sub.add_parser('list', formatter_class=HelpFormatter, help='list se_zoo models, or with --pretrained their weights')
     p.add_argument('filter', nargs='?', default='', help="wildcard filter, e.g. 'se_resnet*'")
-    p.add_argument('--pretrained', action='store_true', help='list arch.tag names with published weights')
+    p.add_argument('--pretrained', action='store_true',
+                   help='list the arch.tag weights: source, kind, top-1, licence, pinned or not')
     p.set_defaults(run=_list)
+
+
+def _pin(args: argparse.Namespace) -> int:
+    from ..hub.pin import pin_entries
+    for name, entry in pin_entries(args.tags).items():
+        print(f'{name}: {entry["repo_id"]}@{entry["revision"]} sha256 {entry["sha256"]}')
+    return 0
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('weights', formatter_class=HelpFormatter, help='maintain the weights manifest')
+    commands = p.add_subparsers(dest='weights_command', required=True, metavar='COMMAND')
+    pin = commands.add_parser('pin', formatter_class=HelpFormatter, help="record the Hub's current commit and sha256 of manifest entries")
+    pin.add_argument('tags', nargs='*', metavar='ARCH.TAG', help='entries to pin')
+    pin.set_defaults(run=_pin)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -39,7 +75,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('info', help='params, GMACs, SE share and feature maps of a model')
+    p = sub.add_parser('info', formatter_class=HelpFormatter, help='params, GMACs, SE share and feature maps of a model')
     p.add_argument('name', help='model name, e.g. se_resnet50')
     p.set_defaults(run=_info)
 
@@ -53,10 +89,10 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _add_push(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('push', help='publish a folder written by se_zoo.hub.save_folder to the Hugging Face Hub')
+    p = sub.add_parser('push', formatter_class=HelpFormatter, help='publish a folder written by se_zoo.hub.publish.save_folder or se-zoo finetune to the Hugging Face Hub')
     p.add_argument('folder', help='folder with model.safetensors, config.json and README.md')
     p.add_argument('repo_id', help='Hub repo, ORG/NAME (created if missing)')
-    p.add_argument('--revision', default='main', help='branch to commit to (default: main)')
+    p.add_argument('--revision', default='main', help='branch to commit to')
     p.add_argument('--message', default=None, help='commit message')
     p.add_argument('--private', action='store_true', help='create the repo private')
     p.add_argument('--tag', default=None,
@@ -76,7 +112,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('convert', help='convert a timm / torchvision / senet.pytorch checkpoint into se_zoo weights')
+    p = sub.add_parser('convert', formatter_class=HelpFormatter, help='convert a timm / torchvision / senet.pytorch checkpoint into se_zoo weights')
     p.add_argument('--source', required=True,
                    help='checkpoint file, timm name.tag (seresnet50.ra2_in1k) or torchvision name.WEIGHTS '
                         '(mobilenet_v3_large.IMAGENET1K_V2); prefix timm: / torchvision: to be explicit')
@@ -113,6 +149,8 @@ def _keyword(text: str) -> tuple:
     try:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
+        if value[:1] in '([{\'"-.0123456789':  # meant as a literal, but not one: a bare word stays a string
+            raise argparse.ArgumentTypeError(f'{text!r}: {value!r} is not a Python literal') from None
         return key, value
 
 
@@ -123,14 +161,15 @@ def _default(name: str) -> Any:
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('finetune', help='fine-tune a model on an ImageFolder directory or Fashion-MNIST',
+    p = sub.add_parser('finetune', formatter_class=HelpFormatter, help='fine-tune a model on an ImageFolder directory or Fashion-MNIST',
                        description='Fine-tune any se_zoo or timm model. Run under `torchrun --nproc-per-node N` '
                                    'for data-parallel training; --batch-size is per process.')
-    p.add_argument('model', help='model name, e.g. se_resnet18 (se-zoo list) or any timm model')
+    p.add_argument('model', help='a model name (se_resnet18, any timm model), a tag (se-zoo list --pretrained), '
+                                  'hf-hub:ORG/NAME or a folder (local-dir:PATH)')
     p.add_argument('--data', default=_default('data'),
                    help="'fashion-mnist' (apt-get install dataset-fashion-mnist) or an ImageFolder root with "
-                        "train/ and val/ (default: fashion-mnist)")
-    p.add_argument('--output', default=_default('output'), help='checkpoint directory (best/, last/; default: output)')
+                        "train/ and val/")
+    p.add_argument('--output', default=_default('output'), help='checkpoint directory (best/, last/)')
     start = p.add_mutually_exclusive_group()
     start.add_argument('--pretrained', action='store_true', help="start from the model's published weights")
     start.add_argument('--init', metavar='PATH', help='start from a local .safetensors file or publish-ready folder')
@@ -141,16 +180,16 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                    help='SE keywords for --add-se, e.g. r=8 gate=hard_sigmoid')
     p.add_argument('--img-size', type=int, default=_default('img_size'), help="input resolution (default: the model's)")
     p.add_argument('--epochs', type=int, default=_default('epochs'))
-    p.add_argument('--batch-size', type=int, default=_default('batch_size'), help='per process (default: 128)')
-    p.add_argument('--opt', default=_default('opt'), help='timm optimizer name (default: adamw)')
+    p.add_argument('--batch-size', type=int, default=_default('batch_size'), help='per process')
+    p.add_argument('--opt', default=_default('opt'), help='timm optimizer name')
     p.add_argument('--lr', type=float, default=_default('lr'))
     p.add_argument('--weight-decay', type=float, default=_default('weight_decay'))
     p.add_argument('--momentum', type=float, default=_default('momentum'))
-    p.add_argument('--sched', default=_default('sched'), help='timm scheduler name (default: cosine)')
+    p.add_argument('--sched', default=_default('sched'), help='timm scheduler name')
     p.add_argument('--warmup-epochs', type=int, default=_default('warmup_epochs'))
     p.add_argument('--min-lr', type=float, default=_default('min_lr'))
     p.add_argument('--scale', type=float, nargs=2, default=_default('scale'), metavar=('MIN', 'MAX'),
-                   help='random-resized-crop area range (default: 0.5 1.0)')
+                   help='random-resized-crop area range')
     p.add_argument('--hflip', type=float, default=_default('hflip'))
     p.add_argument('--color-jitter', type=float, default=_default('color_jitter'))
     p.add_argument('--auto-augment', default=_default('auto_augment'), help="timm auto-augment policy, e.g. 'rand-m9-mstd0.5'")
@@ -177,20 +216,30 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('inspect', help="plot per-class mean SE excitations per stage (the paper's Fig. 6)")
+    p = sub.add_parser('inspect', formatter_class=HelpFormatter, help="plot per-class mean SE excitations per stage (the paper's Fig. 6)")
     p.add_argument('model', help='a publish-ready folder (e.g. output/best), local-dir:PATH or hf-hub:ORG/NAME')
     p.add_argument('--data', default='fashion-mnist', help='the dataset the model was trained on')
-    p.add_argument('--out', default='excitations.png', help='PNG to write (default: excitations.png)')
-    p.add_argument('--samples', type=int, default=2000, help='eval images to average over (default: 2000)')
-    p.add_argument('--blocks', type=int, default=6, help='SE blocks to plot, spread early to late (default: 6)')
+    p.add_argument('--out', default='excitations.png', help='PNG to write')
+    p.add_argument('--samples', type=int, default=2000, help='eval images to average over')
+    p.add_argument('--blocks', type=int, default=6, help='SE blocks to plot, spread early to late')
     p.set_defaults(run=_inspect)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default in --help, unless it has none worth showing (None, False, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, [], {}, '', argparse.SUPPRESS) or '%(default)' in (action.help or ''):
+            return action.help or ''
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``se-zoo`` argument parser."""
     parser = argparse.ArgumentParser(prog='se-zoo', description='Squeeze-and-Excitation networks for timm.')
+    parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    for add in (_add_list, _add_info, _add_push, _add_convert, _add_finetune, _add_inspect):
+    for add in (_add_list, _add_info, _add_push, _add_convert, _add_finetune, _add_inspect, _add_weights):
         add(sub)
     return parser
 

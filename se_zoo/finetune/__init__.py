@@ -18,19 +18,23 @@ Launched by ``torchrun --nproc-per-node N``, the same call trains data-parallel 
 
 The package: ``config`` (the recipe, plain data), ``trainer`` (the loop), ``checkpoint`` (the file format).
 """
+import difflib
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-import timm
 import torch
 import torch.distributed as dist
+from timm.optim import list_optimizers
 from timm.utils.distributed import init_distributed_device_so
 
 from ..errors import InvalidArgumentError, MissingFileError
-from ..models import close_model_names
+from ..models import check_model_name
 from .checkpoint import TRAINING_STATE_NAME, find_last
 from .config import FinetuneConfig
 from .trainer import EpochStats, FinetuneResult, Trainer
+
+# The schedules timm.scheduler.create_scheduler_v2 builds.
+SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'rsqrt', 'constant')
 
 __all__ = ['FinetuneConfig', 'EpochStats', 'FinetuneResult', 'Trainer', 'finetune', 'TRAINING_STATE_NAME']
 
@@ -58,7 +62,8 @@ def finetune(
         A ``FinetuneResult``; the best weights are a publish-ready folder at ``result.best_dir``.
     """
     config = FinetuneConfig(model=model, data=str(data), **options)
-    _check_model_name(config.model)
+    check_model_name(config.model)
+    _check_training_options(config)
     _check_output(config)
     device_info = init_distributed_device_so(config.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     try:
@@ -68,11 +73,24 @@ def finetune(
             dist.destroy_process_group()
 
 
-def _check_model_name(name: str) -> None:
-    if not timm.is_model(name):
-        close = close_model_names(name)
-        hint = f'; did you mean {", ".join(close)}?' if close else ''
-        raise InvalidArgumentError(f'unknown model {name!r}: not in se_zoo.list_models() or timm.list_models(){hint}')
+def _check_training_options(config: FinetuneConfig) -> None:
+    """The checks that need torch or timm (FinetuneConfig's own checks need neither)."""
+    if config.opt.lower() not in list_optimizers():
+        matches = difflib.get_close_matches(config.opt.lower(), list_optimizers(), n=3)
+        raise InvalidArgumentError(f'opt={config.opt!r} is not a timm optimizer'
+                                   + (f'; did you mean {", ".join(matches)}?' if matches else ''))
+    if config.sched not in SCHEDULERS:
+        raise InvalidArgumentError(f'sched={config.sched!r} is not a timm scheduler; use one of {", ".join(SCHEDULERS)}')
+    if config.device is not None:
+        try:
+            device = torch.device(config.device)
+        except RuntimeError:
+            raise InvalidArgumentError(f'device={config.device!r} is not a torch device (cpu, cuda, cuda:1, ...)') from None
+        available = {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}
+        if not available.get(device.type, False):
+            raise InvalidArgumentError(f'device={config.device!r} is not available on this machine; use --device cpu')
+        if device.type == 'cuda' and device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidArgumentError(f'device={config.device!r}: this machine has {torch.cuda.device_count()} CUDA devices')
 
 
 def _check_output(config: FinetuneConfig) -> None:

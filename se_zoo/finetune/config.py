@@ -57,18 +57,53 @@ class FinetuneConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        """Check every field before any work, so a bad value fails at once with a message that names it."""
         self.scale = tuple(self.scale)
         for name in ('epochs', 'batch_size'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(f'{name}={value!r} must be a positive integer')
-        if not self.lr > 0:
-            raise InvalidArgumentError(f'lr={self.lr!r} must be > 0')
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ('warmup_epochs', 'workers', 'seed'):
+            _check_int(name, getattr(self, name), minimum=0)
+        for name in ('img_size', 'train_samples', 'eval_samples'):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
+        _check_number('lr', self.lr, low=0., low_open=True)
+        for name in ('weight_decay', 'min_lr', 'color_jitter', 'mixup', 'cutmix'):
+            _check_number(name, getattr(self, name), low=0.)
+        for name in ('hflip', 're_prob'):
+            _check_number(name, getattr(self, name), low=0., high=1.)
+        _check_number('momentum', self.momentum, low=0., high=1., high_open=True)
+        _check_number('smoothing', self.smoothing, low=0., high=1., high_open=True)
+        if len(self.scale) != 2 or not all(isinstance(v, (int, float)) for v in self.scale) \
+                or not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise InvalidArgumentError(
+                f'scale={self.scale!r} must be MIN MAX with 0 < MIN <= MAX <= 1 (the crop\'s share of the image area)')
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs:
+            raise InvalidArgumentError(f'warmup_epochs={self.warmup_epochs} must be fewer than epochs={self.epochs}')
         if self.resume and self.overwrite:
             raise InvalidArgumentError('give either resume=True (continue the checkpoint) or overwrite=True (replace it), not both')
         if self.pretrained and self.init:
             raise InvalidArgumentError('give either pretrained=True (published weights) or init=PATH (local weights), not both')
-        if self.workers < 0:
-            raise InvalidArgumentError(f'workers={self.workers!r} must be >= 0')
+        if self.se_kwargs and not self.add_se:
+            raise InvalidArgumentError(f'se_kwargs={self.se_kwargs!r} need add_se=True (--add-se): they configure the '
+                                       'SE blocks that add_se inserts')
+        for name in ('model_kwargs', 'se_kwargs'):
+            if not isinstance(getattr(self, name), dict):
+                raise InvalidArgumentError(f'{name}={getattr(self, name)!r} must be a dict of keyword arguments')
 
 
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = 'a positive integer' if minimum == 1 else f'an integer >= {minimum}'
+        raise InvalidArgumentError(f'{name}={value!r} must be {kind}')
+
+
+def _check_number(name: str, value: Any, low: float, high: Optional[float] = None,
+                  low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    ok = ok and (value > low if low_open else value >= low)
+    if high is not None:
+        ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        bounds = ('(' if low_open else '[') + f'{low:g}, ' + (f'{high:g}' if high is not None else 'inf') + \
+            (')' if high_open or high is None else ']')
+        raise InvalidArgumentError(f'{name}={value!r} must be a number in {bounds}')

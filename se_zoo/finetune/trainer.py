@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import timm
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -23,6 +22,7 @@ from ..data import FASHION_MNIST, TransformedDataset, create_datasets
 from ..errors import InvalidArgumentError
 from ..files import write_folder_atomically
 from ..hub.publish import save_folder
+from ..models import load_model
 from ..retrofit import add_se
 from .checkpoint import (
     TRAINING_STATE_NAME, config_json, find_last, has_extra_keys, load_init, optimizer_state, optimizer_state_dict,
@@ -150,7 +150,11 @@ class Trainer:
     def _create_model(self, num_classes: int) -> nn.Module:
         config = self.config
         kwargs = dict(config.model_kwargs, num_classes=num_classes)
-        model = timm.create_model(config.model, pretrained=config.pretrained, **kwargs)
+        try:
+            # a tag, an hf-hub: repo or a folder brings its weights; a bare name only with --pretrained
+            model = load_model(config.model, pretrained=True if config.pretrained else None, **kwargs)
+        except TypeError as e:  # an architecture keyword the model does not take
+            raise InvalidArgumentError(f'model_kwargs={config.model_kwargs!r} do not fit {config.model}: {e}') from e
         init_state = read_init(config.init) if config.init else None
         if config.add_se:
             # A retrofitted checkpoint (it has the SE tensors) loads after add_se, a plain one before it.

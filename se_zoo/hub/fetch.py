@@ -37,13 +37,18 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils.sha import git_hash, sha_fileobj
 
+try:  # huggingface_hub 2.x speaks HTTP through its own httpx fork, 1.x through httpx
+    from httpx2 import TransportError
+except ImportError:
+    from httpx import TransportError
+
 from ..errors import SEZooError
 from ..version import __version__
 from .manifest import find_entry
 
 __all__ = [
     'SAFE_WEIGHTS_NAME', 'WeightsError', 'HubUnreachableError', 'WeightsNotFoundError', 'ChecksumMismatchError',
-    'TruncatedDownloadError', 'PickleRefusedError', 'allow_pickle', 'file_sha256', 'fetch_weights',
+    'TruncatedDownloadError', 'PickleRefusedError', 'CONNECTION_ERRORS', 'allow_pickle', 'file_sha256', 'fetch_weights',
     'fetch_pretrained',
 ]
 
@@ -53,6 +58,9 @@ PICKLE_SUFFIXES = ('.bin', '.pth', '.pt', '.ckpt', '.pkl', '.pth.tar')
 _PICKLE_ALTERNATIVES = ('pytorch_model.bin', 'pytorch_model.pth', 'model.pth')
 _SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
 _GIT_SHA1_RE = re.compile(r'^[0-9a-f]{40}$')
+
+# What the Hub client raises when no connection could be made (beside the OSErrors of sockets and DNS).
+CONNECTION_ERRORS = (TransportError, OSError)
 
 _pickle_allowed: ContextVar[bool] = ContextVar('se_zoo_pickle_allowed', default=False)
 

@@ -22,19 +22,20 @@ import timm
 import torch
 import torch.nn as nn
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants
+from huggingface_hub.errors import HfHubHTTPError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from ..errors import InvalidArgumentError, MissingFileError
+from ..errors import InvalidArgumentError, MissingFileError, SEZooError
 from ..files import atomic_write_bytes
 from ..models import list_models, reload_manifest
 from ..models._timm_compat import save_config_for_hf
-from .fetch import file_sha256
+from .fetch import CONNECTION_ERRORS, HubUnreachableError, file_sha256
 from .manifest import CFG_FIELDS, MANIFEST_ENV, MANIFEST_PATH, check_entry, check_tag, manifest_path, update_manifest
 
 __all__ = [
     'WEIGHTS_NAME', 'CONFIG_NAME', 'CARD_NAME', 'save_folder', 'push_folder', 'push', 'read_folder_card',
-    'check_recordable',
+    'check_recordable', 'PublishError',
 ]
 
 WEIGHTS_NAME = 'model.safetensors'
@@ -47,6 +48,10 @@ _CARD_KEYS = frozenset({
     'license', 'datasets', 'metrics', 'eval_dataset', 'source', 'recipe', 'description', 'base_model', 'tags',
 })
 _PUBLIC_HUB = 'https://huggingface.co'
+
+
+class PublishError(SEZooError, RuntimeError):
+    """The Hub refused an upload (permissions, quota, a bad repo id); nothing was recorded in the manifest."""
 # timm repeats the head and input keywords in model_args, though config.json states them at its root and in
 # pretrained_cfg; loaders that pass both (transformers' TimmWrapper) then get each keyword twice.
 _HEAD_ARGS = ('num_classes', 'in_chans', 'global_pool')
@@ -251,14 +256,20 @@ def push_folder(
         check_tag(manifest_tag)
         check_recordable()
     api = HfApi(token=token, library_name='se_zoo')
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=folder,
-        revision=revision,
-        allow_patterns=list(_PUBLISHED_FILES),
-        commit_message=commit_message or f'Publish {arch}',
-    )
+    try:
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            revision=revision,
+            allow_patterns=list(_PUBLISHED_FILES),
+            commit_message=commit_message or f'Publish {arch}',
+        )
+    except HfHubHTTPError as e:
+        raise PublishError(f'the Hub at {api.endpoint} refused to publish {repo_id}: {e}') from e
+    except CONNECTION_ERRORS as e:
+        raise HubUnreachableError(f'cannot reach the Hub at {api.endpoint} (HF_ENDPOINT) to publish {repo_id}: '
+                                  f'{e}; nothing was uploaded or recorded') from e
     commit_id = commit.oid
     if manifest_tag is not None:
         _record_published(f'{arch}.{manifest_tag}', repo_id=repo_id, revision=commit_id,

@@ -7,9 +7,11 @@ from typing import Any, List, Optional
 import timm
 import torch.nn as nn
 
-from ..errors import InvalidArgumentError
+from safetensors import SafetensorError
 
-__all__ = ['list_models', 'load_model', 'close_model_names']
+from ..errors import InvalidArgumentError, MissingFileError
+
+__all__ = ['list_models', 'load_model', 'check_model_name', 'close_model_names']
 
 # The modules whose @register_model entrypoints make up se_zoo (timm registers by module name).
 _MODEL_MODULES = ('se_resnet', 'se_mobilenet', 'se_efficientnet')
@@ -30,6 +32,19 @@ def close_model_names(name: str, limit: int = 3) -> List[str]:
     return difflib.get_close_matches(name, candidates, n=limit, cutoff=0.6)
 
 
+def check_model_name(source: str) -> None:
+    """Raise ``InvalidArgumentError`` (with close matches) unless ``source`` names a model, tag, repo or folder."""
+    if source.startswith(('hf-hub:', 'local-dir:')) or Path(source).is_dir():
+        if source.startswith('local-dir:') and not Path(source[len('local-dir:'):]).is_dir():
+            raise MissingFileError(f'{source}: no such folder')
+        return
+    arch, _, tag = source.partition('.')
+    if not timm.is_model(arch) or (tag and source not in timm.list_pretrained(source)):
+        matches = close_model_names(source)
+        hint = f'; did you mean {", ".join(matches)}?' if matches else '; see `se-zoo list` and `se-zoo list --pretrained`'
+        raise InvalidArgumentError(f'{source!r} is neither a model, a pretrained tag nor a folder{hint}')
+
+
 def load_model(source: str, *, pretrained: Optional[bool] = None, **kwargs: Any) -> nn.Module:
     """Build the model ``source`` names, through ``timm.create_model``.
 
@@ -43,16 +58,13 @@ def load_model(source: str, *, pretrained: Optional[bool] = None, **kwargs: Any)
         InvalidArgumentError: ``source`` is no model and no folder; the message lists close matches.
     """
     source = str(source)
+    check_model_name(source)
     if Path(source).is_dir():
         source = f'local-dir:{source}'
     is_reference = source.startswith(('hf-hub:', 'local-dir:'))
-    if not is_reference:
-        arch, _, tag = source.partition('.')
-        if not timm.is_model(arch) or (tag and source not in timm.list_pretrained(source)):
-            matches = close_model_names(source)
-            hint = f'; did you mean {", ".join(matches)}?' if matches else '; see `se-zoo list`'
-            raise InvalidArgumentError(
-                f'{source!r} is neither a model, a pretrained tag nor a folder{hint}')
     if pretrained is None:
         pretrained = is_reference or '.' in source
-    return timm.create_model(source, pretrained=pretrained, **kwargs)
+    try:
+        return timm.create_model(source, pretrained=pretrained, **kwargs)
+    except SafetensorError as e:
+        raise InvalidArgumentError(f'{source}: model.safetensors is not a readable safetensors file ({e})') from e
