@@ -19,7 +19,7 @@ from .errors import InvalidArgumentError, MissingFileError
 
 __all__ = [
     'FASHION_MNIST', 'FASHION_MNIST_ROOT', 'FASHION_MNIST_CLASSES', 'FashionMNIST', 'ImageFolder',
-    'TransformedDataset', 'create_datasets', 'read_idx',
+    'TransformedDataset', 'create_datasets', 'eval_split_name', 'read_idx',
 ]
 
 FASHION_MNIST = 'fashion-mnist'
@@ -152,7 +152,9 @@ def _check_image_folder(root: Path) -> Dict[str, int]:
 def _check_image(path: Path) -> None:
     try:
         with Image.open(path) as img:
-            img.verify()
+            img.verify()  # the container: header, chunk checksums
+        with Image.open(path) as img:
+            img.load()  # the pixels: a truncated file passes verify() and fails only here
     except Exception as e:  # PIL raises several unrelated types for a bad file
         raise InvalidArgumentError(f'cannot read image {path}: {e}') from e
 
@@ -167,6 +169,14 @@ def _image_folder_splits(root: Path) -> Tuple[Path, Path]:
             f'{root} must hold a train/ folder and one of {", ".join(n + "/" for n in EVAL_SPLIT_NAMES)}, '
             f'each laid out as <class name>/<image files>')
     return train, evals[0]
+
+
+def eval_split_name(data: Union[str, Path]) -> str:
+    """The split ``create_datasets`` evaluates on: ``'test'`` for Fashion-MNIST, else the folder's
+    ``val``/``validation``/``test``; what a reported accuracy is an accuracy of."""
+    if str(data) == FASHION_MNIST:
+        return 'test'
+    return _image_folder_splits(Path(data))[1].name
 
 
 def create_datasets(

@@ -1,6 +1,6 @@
 """What the SE blocks do: their gate vectors on given images, and the paper's per-class excitation plot.
 
-``excitations(model, images)`` reads the output of every ``SqueezeExcite.gate`` through forward hooks, so it works
+``excitations(model, images)`` reads the output of every SE layer's ``gate`` through forward hooks, so it works
 on any model holding se_zoo's SE layer (se_zoo models and ``add_se`` retrofits). ``plot_class_excitations``
 draws the figure of the paper's section "Role of Excitation" (Fig. 6 of arXiv:1709.01507): for a few SE
 blocks from early to late, the mean excitation of each channel, one line per class. Early blocks excite
@@ -16,17 +16,16 @@ import torch.nn as nn
 from timm.data import create_transform, resolve_model_data_config
 
 from .data import TransformedDataset, create_datasets
-from .errors import InvalidArgumentError, MissingDependencyError
+from .errors import InvalidArgumentError, MissingDependencyError, MissingFileError
 from .files import atomic_write_bytes
-from .models import load_model
-from .squeeze_excite import SqueezeExcite
+from .models import SE_MODULE_TYPES, load_model
 
 __all__ = ['excitations', 'class_mean_excitations', 'plot_class_excitations', 'inspect_excitations', 'se_block_names']
 
 
 def se_block_names(model: nn.Module) -> List[str]:
-    """Names of the model's ``SqueezeExcite`` blocks, in module order (which is execution order for se_zoo models)."""
-    return [name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)]
+    """Names of the model's SE blocks (se_zoo's and timm's), in module order (execution order for se_zoo models)."""
+    return [name for name, m in model.named_modules() if isinstance(m, SE_MODULE_TYPES)]
 
 
 @torch.no_grad()
@@ -37,11 +36,11 @@ def excitations(model: nn.Module, images: torch.Tensor) -> Dict[str, torch.Tenso
     per forward keeps its last gate.
 
     Raises:
-        ValueError: the model has no se_zoo ``SqueezeExcite`` block.
+        InvalidArgumentError: the model has no SE block.
     """
-    names = {m: name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)}
+    names = {m: name for name, m in model.named_modules() if isinstance(m, SE_MODULE_TYPES)}
     if not names:
-        raise InvalidArgumentError(f'{type(model).__name__} has no se_zoo SqueezeExcite block; use an se_zoo model or '
+        raise InvalidArgumentError(f'{type(model).__name__} has no SE block; use an se_zoo model or '
                          f'se_zoo.add_se(model) first')
     gates: Dict[str, torch.Tensor] = OrderedDict()
 
@@ -148,6 +147,14 @@ def inspect_excitations(
     ``model`` is a model, a publish-ready folder (e.g. ``finetune``'s ``best/``), or a name timm can build
     (``local-dir:PATH``, ``hf-hub:ORG/NAME``, an se_zoo name). Images go through the model's own eval transform.
     """
+    for name, value in (('num_samples', num_samples), ('num_blocks', num_blocks), ('batch_size', batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f'{name}={value!r} must be a positive integer')
+    output = Path(output)
+    if output.suffix.lower() != '.png':
+        raise InvalidArgumentError(f'{output}: the figure is written as PNG; give a path ending in .png')
+    if not output.parent.is_dir():
+        raise MissingFileError(f'{output.parent} does not exist; create it or choose another --out')
     if isinstance(model, (str, Path)):
         model = load_model(str(model))
     _, eval_set, classes = create_datasets(data, eval_samples=num_samples)
@@ -156,7 +163,7 @@ def inspect_excitations(
                          f'inspect a model fine-tuned on it')
     names = se_block_names(model)
     if not names:
-        raise InvalidArgumentError(f'{type(model).__name__} has no se_zoo SqueezeExcite block')
+        raise InvalidArgumentError(f'{type(model).__name__} has no SE block')
     transform = create_transform(**resolve_model_data_config(model), is_training=False)
     loader = torch.utils.data.DataLoader(TransformedDataset(eval_set, transform), batch_size=batch_size)
     blocks = _pick_blocks(names, num_blocks)

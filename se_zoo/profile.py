@@ -6,8 +6,7 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import load_model
-from .squeeze_excite import SqueezeExcite
+from .models import SE_MODULE_TYPES, load_model
 
 __all__ = ['ModelProfile', 'profile_model']
 
@@ -41,7 +40,7 @@ def profile_model(name: str, input_size: Optional[Tuple[int, int, int]] = None, 
     """
     model = load_model(name, pretrained=False, **kwargs).eval()
     input_size = tuple(input_size or model.pretrained_cfg['input_size'])
-    se_modules = {n for n, m in model.named_modules() if isinstance(m, SqueezeExcite)}
+    se_modules = {n for n, m in model.named_modules() if isinstance(m, SE_MODULE_TYPES)}
     params = sum(p.numel() for p in model.parameters())
     se_params = sum(p.numel() for n, m in model.named_modules() if n in se_modules for p in m.parameters())
     counter = FlopCounterMode(display=False)

@@ -25,6 +25,7 @@ import math
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Optional
 
+import timm
 import torch
 import torch.nn as nn
 from timm.models.convnext import ConvNeXtBlock
@@ -33,9 +34,11 @@ from timm.models.resnet import BasicBlock, Bottleneck
 from torchvision.models import resnet as tv_resnet
 
 from .errors import InvalidArgumentError
+from .models import list_models
+from .models._timm_compat import record_model_args, recorded_model_args
 from .squeeze_excite import SqueezeExcite, se_layer_from_kwargs
 
-__all__ = ['add_se', 'SUPPORTED_FAMILIES', 'TorchvisionSEBasicBlock', 'TorchvisionSEBottleneck', 'SEConvNeXtBlock']
+__all__ = ['add_se', 'name_as_se_zoo_architecture', 'SUPPORTED_FAMILIES', 'TorchvisionSEBasicBlock', 'TorchvisionSEBottleneck', 'SEConvNeXtBlock']
 
 SUPPORTED_FAMILIES = (
     'timm ResNet/ResNeXt (timm.models.resnet BasicBlock, Bottleneck)',
@@ -221,3 +224,31 @@ def _scale_(factor: float, layer: nn.Module) -> None:
         for param in (layer.weight, layer.bias):
             if param is not None:
                 param.mul_(factor)
+
+
+def name_as_se_zoo_architecture(model: nn.Module, **se_kwargs: Any) -> Optional[str]:
+    """After ``add_se(model, **se_kwargs)``: name ``model`` as the se_zoo architecture it now is, if there is one.
+
+    A retrofitted timm ResNet has exactly the state dict of its ``se_*`` namesake built with the same keywords
+    (checked tensor for tensor on the meta device). Its pretrained cfg and timm's record of its constructor
+    keywords are then rewritten to that architecture, so a folder saved from it loads back by name
+    (``timm.create_model('local-dir:...')``). Returns the se_zoo name, or None where the retrofit has no
+    se_zoo counterpart (torchvision models, RegNet, ConvNeXt, VGG); the model is then left as it was.
+    """
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    target = f'se_{arch}' if arch else None
+    if target not in list_models():
+        return None
+    model_args = dict(recorded_model_args(model), **se_kwargs)
+    model_args.pop('pretrained_cfg', None)
+    try:
+        with torch.device('meta'):
+            counterpart = timm.create_model(target, **model_args)
+    except (TypeError, ValueError):  # a keyword of the source family that se_zoo's does not take
+        return None
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    if shapes != {k: v.shape for k, v in counterpart.state_dict().items()}:
+        return None
+    model.pretrained_cfg = dict(model.pretrained_cfg, architecture=target)
+    record_model_args(model, se_kwargs)
+    return target

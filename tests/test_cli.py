@@ -61,3 +61,80 @@ def test_no_command_is_a_usage_error(capsys):
         main([])
     assert exc.value.code == 2
     assert 'usage: se-zoo' in capsys.readouterr().err
+
+
+# ---- bad input: one line naming the input, exit status 2, no traceback, nothing written -----------------------
+
+def _write_folder_model(folder):
+    from se_zoo.hub.publish import save_folder
+    save_folder(timm.create_model('se_resnet18', num_classes=3, channels=(8, 16, 32, 64)), folder)
+    return folder
+
+
+def _corrupt(path):
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[:64]) + b'\0' * 32)
+    return path
+
+
+BAD_INPUTS = {
+    # flag class: (arguments, with {out} and {tmp} filled in; the text the message must contain)
+    'range': (['finetune', 'se_resnet18', '--smoothing', '1.5'], 'smoothing=1.5'),
+    'range, size': (['finetune', 'se_resnet18', '--img-size', '0'], 'img_size=0'),
+    'range, order': (['finetune', 'se_resnet18', '--scale', '1', '0.5'], 'scale=(1.0, 0.5)'),
+    'range, count': (['inspect', '{model}', '--blocks', '0', '--out', '{tmp}/x.png'], 'num_blocks=0'),
+    'choice, optimizer': (['finetune', 'se_resnet18', '--opt', 'adamx'], "opt='adamx'"),
+    'choice, model': (['info', 'se_resnt50'], 'did you mean se_resnet50'),
+    'choice, tag': (['finetune', 'se_resnet50.ra3_in1k'], 'se_resnet50.ra2_in1k'),
+    'choice, dependent': (['finetune', 'se_resnet18', '--se-kwargs', 'r=4'], 'se_kwargs'),
+    'path, data': (['finetune', 'se_resnet18', '--data', '{tmp}/no-such-dir'], 'no-such-dir'),
+    'path, init': (['finetune', 'se_resnet18', '--init', '{tmp}/nope.safetensors'], 'nope.safetensors'),
+    'device': (['finetune', 'se_resnet18', '--device', 'cuda'], "device='cuda'"),
+    'parse': (['finetune', 'se_resnet18', '--model-kwargs', 'channels=(16,32'], '(16,32'),
+    'parse, keyword': (['finetune', 'se_resnet18', '--model-kwargs', 'foo=1', '--train-samples', '64',
+                        '--eval-samples', '32'], 'foo'),
+    'tag': (['push', '{model}', 'org/name', '--tag', 'Bad Tag'], "'Bad Tag'"),
+    'file content, init': (['finetune', 'se_resnet18', '--init', '{corrupt}/model.safetensors'], 'model.safetensors'),
+    'file content, folder': (['inspect', '{corrupt}', '--out', '{tmp}/x.png'], 'model.safetensors'),
+}
+
+
+@pytest.mark.parametrize('case', list(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
+    args, expected = BAD_INPUTS[case]
+    model = _write_folder_model(tmp_path / 'model')
+    corrupt = _write_folder_model(tmp_path / 'corrupt')
+    _corrupt(corrupt / 'model.safetensors')
+    out = tmp_path / 'out'
+    fill = dict(tmp=tmp_path, model=model, corrupt=corrupt)
+    argv = [a.format(**fill) for a in args]
+    if argv[0] == 'finetune':
+        argv += ['--output', str(out), '--no-progress', '--workers', '0']
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert 'Traceback' not in err and len(err.strip().splitlines()) <= 25  # argparse adds its usage lines
+    assert err.strip().splitlines()[-1].startswith('se-zoo ')
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not out.exists()
+
+
+
+def _exit_code(argv) -> int:
+    """main's status, whether it returns it or argparse exits with it (a value its parser rejects)."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def test_info_counts_timms_own_se_layers(capsys):
+    assert main(['info', 'seresnet50']) == 0
+    share = float(re.search(r'params\s+[\d.]+ M\s+SE share ([\d.]+)%', capsys.readouterr().out).group(1))
+    assert share == pytest.approx(9.01, abs=0.01)  # the same 2.53M SE parameters as se_resnet50
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--version'])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f'se-zoo {se_zoo.__version__}'

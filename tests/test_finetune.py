@@ -68,6 +68,22 @@ def test_best_checkpoint_is_a_publish_ready_folder_timm_loads(trained):
     assert sorted(p.name for p in trained.last_dir.parent.iterdir()) == ['best', 'last']
 
 
+def test_a_finetune_folder_loads_in_transformers_with_its_class_names(trained):
+    from transformers import AutoModelForImageClassification, pipeline
+    best = str(trained.best_dir)
+    images = [se_data.FashionMNIST('test', num_samples=4)[i][0] for i in range(4)]
+    timm_model = timm.create_model(f'local-dir:{best}', pretrained=True).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(timm_model))
+    x = torch.stack([transform(img) for img in images])
+    wrapped = AutoModelForImageClassification.from_pretrained(best).eval()
+    with torch.no_grad():
+        assert torch.equal(wrapped(pixel_values=x).logits, timm_model(x))
+    assert wrapped.config.id2label[0] == 'T-shirt/top'
+    predictions = pipeline('image-classification', model=best)(images[0], top_k=3)
+    assert len(predictions) == 3 and all(p['label'] in se_data.FASHION_MNIST_CLASSES for p in predictions)
+    assert predictions[0]['label'] == se_data.FASHION_MNIST_CLASSES[int(timm_model(x[:1]).argmax())]
+
+
 def test_resumed_run_equals_uninterrupted_and_seed_repeats(tmp_path):
     # workers=2: augmentation runs in worker processes, whose seeds must follow the run's seed as well.
     options = dict(epochs=2, batch_size=32, train_samples=256, eval_samples=64, workers=2, progress=False,
@@ -95,6 +111,46 @@ def test_resumed_run_equals_uninterrupted_and_seed_repeats(tmp_path):
 
     other = finetune('se_resnet18', output=str(tmp_path / 'seed8'), **dict(options, seed=8))
     assert not torch.equal(other.model.state_dict()['fc.weight'], full.model.state_dict()['fc.weight'])
+
+
+def test_resume_from_the_output_alone_equals_the_uninterrupted_run(tmp_path, capsys):
+    recipe = ['se_resnet18', *TINY_CLI, '--epochs', '2', '--batch-size', '32', '--train-samples', '128',
+              '--eval-samples', '64', '--workers', '0', '--no-progress', '--seed', '3']
+    assert main(['finetune', *recipe, '--output', str(tmp_path / 'full')]) == 0
+    # the same recipe, stopped after its first epoch's checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        finetune('se_resnet18', output=str(tmp_path / 'cut'), epochs=2, batch_size=32, train_samples=128,
+                 eval_samples=64, workers=0, progress=False, seed=3, **TINY, on_epoch_end=_interrupt_after_first)
+    capsys.readouterr()
+    assert main(['finetune', '--output', str(tmp_path / 'cut'), '--resume', '--no-progress']) == 0
+    assert 'test accuracy' in capsys.readouterr().out
+    _assert_same_weights(_state(tmp_path / 'full' / 'last'), _state(tmp_path / 'cut' / 'last'))
+
+
+def _interrupt_after_first(stats) -> None:
+    if stats.epoch == 0:
+        raise KeyboardInterrupt  # as Ctrl-C right after the first epoch's checkpoint
+
+
+def test_a_finished_run_extends_to_more_epochs(tmp_path, capsys):
+    options = dict(batch_size=32, train_samples=128, eval_samples=64, workers=0, progress=False, seed=5, lr=3e-3,
+                   **TINY)
+    done = finetune('se_resnet18', output=str(tmp_path / 'run'), epochs=1, **options)
+    after_one = _state(done.last_dir)
+    assert main(['finetune', '--output', str(tmp_path / 'run'), '--resume', '--epochs', '2', '--no-progress']) == 0
+    assert 'after 2 epochs' in capsys.readouterr().out
+    state = json.loads((tmp_path / 'run' / 'last' / 'training_state.json').read_text())
+    assert state['epoch'] == 2 and len(state['history']) == 2 and state['config']['epochs'] == 2
+    assert state['history'][0] == json.loads(json.dumps(done.history[0].__dict__))  # epoch 1 kept, not redone
+    assert state['config']['lr'] == 3e-3 and state['config']['seed'] == 5  # the rest of its recipe
+    extended = _state(tmp_path / 'run' / 'last')
+    assert not torch.equal(extended['fc.weight'], after_one['fc.weight'])
+    # the optimizer continued: its step count is that of two epochs
+    tensors = load_file(str(tmp_path / 'run' / 'last' / 'training_state.safetensors'))
+    steps = [v for k, v in tensors.items() if k.endswith('.step')]
+    assert steps and all(int(v) == 2 * 4 for v in steps)  # 128 images / 32 per batch = 4 steps per epoch
+    with pytest.raises(ValueError, match='has done 2 epochs'):
+        finetune(output=str(tmp_path / 'run'), resume=True, epochs=1)
 
 
 def test_resume_refuses_a_changed_recipe_and_a_fresh_run_refuses_to_overwrite(tmp_path, trained):
@@ -193,7 +249,7 @@ def test_truncated_image_is_reported_with_its_name(tmp_path, photos):
 
 def test_unknown_model(tmp_path, capsys):
     out = tmp_path / 'out'
-    _fails(capsys, ['finetune', 'se_resnet9', '--output', str(out)], "unknown model 'se_resnet9'")
+    _fails(capsys, ['finetune', 'se_resnet9', '--output', str(out)], "'se_resnet9' is neither a model")
     assert not out.exists()
 
 
@@ -227,6 +283,15 @@ def test_add_se_retrofits_a_plain_checkpoint_before_training(tmp_path, trained):
     se_keys = [k for k in state if '.se.fc' in k]
     assert len(se_keys) == 8 * 4  # 8 blocks x fc1/fc2 weight and bias
     assert 'add_se' in (result.best_dir / 'README.md').read_text()
+    # A retrofitted timm ResNet is an se_zoo se_resnet18 tensor for tensor: the folder loads back by that name.
+    config = json.loads((result.best_dir / 'config.json').read_text())
+    assert config['architecture'] == 'se_resnet18' and config['model_args']['r'] == 4
+    loaded = timm.create_model(f'local-dir:{result.best_dir}', pretrained=True).eval()
+    model = result.model.eval()
+    model.load_state_dict(_state(result.best_dir))
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
     # It continued from the plain weights: the stem conv moved only by one epoch of fine-tuning.
     start = _state(plain.best_dir)['conv1.weight']
     assert (state['conv1.weight'] - start).abs().max() < start.abs().max()

@@ -24,6 +24,7 @@ from se_zoo.hub import fetch as hub_fetch
 from se_zoo.hub import manifest as weights
 from se_zoo.models import reload_manifest
 from se_zoo.cli import main as cli_main
+from se_zoo.errors import InvalidArgumentError
 from se_zoo.hub.publish import push, push_folder, save_folder
 from se_zoo.hub.fetch import (
     ChecksumMismatchError, HubUnreachableError, PickleRefusedError, TruncatedDownloadError, WeightsError,
@@ -542,3 +543,20 @@ def test_cli_push_records_manifest_entry(manifest, tmp_path, capsys):
     assert _state_dicts_equal(timm.create_model('se_mobilenet_v3_small_100.cli_test', pretrained=True), model)
     assert cli_main(['push', str(tmp_path / 'missing'), repo_id]) == 2
     assert 'not a publish-ready folder' in capsys.readouterr().err
+
+
+def test_a_bad_tag_is_refused_before_any_request(tmp_path, hub_server, manifest):
+    folder = save_folder(timm.create_model('se_mobilenet_v3_small_100', num_classes=2), tmp_path / 'folder')
+    before, recorded = len(hub_server.requests), manifest.read_bytes()
+    for tag in ('Bad Tag', 'x.y/Z', '', 'UPPER'):
+        with pytest.raises(InvalidArgumentError, match='weight tag'):
+            push_folder(folder, _unique('bad-tag'), manifest_tag=tag)
+    assert len(hub_server.requests) == before, 'nothing may reach the Hub before the tag is checked'
+    assert manifest.read_bytes() == recorded
+
+
+def test_an_unreachable_hub_fails_push_with_one_clear_error(tmp_path, monkeypatch):
+    folder = save_folder(timm.create_model('se_mobilenet_v3_small_100', num_classes=2), tmp_path / 'folder')
+    monkeypatch.setattr(constants, 'ENDPOINT', 'http://127.0.0.1:9')  # nothing listens on the discard port
+    with pytest.raises(HubUnreachableError, match='cannot reach the Hub at http://127.0.0.1:9'):
+        push_folder(folder, 'org/unreachable')

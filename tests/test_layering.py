@@ -13,10 +13,14 @@ a cycle. The layers, lowest first (a module may import its own layer's package, 
 7. ``cli``, which nothing imports; the package root registers everything and sits above all.
 """
 import ast
+import re
 from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
+import timm
+
+import se_zoo  # noqa: F401  (registers the se_* models)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / 'se_zoo'
 COMPAT_MODULE = 'se_zoo.models._timm_compat'
@@ -167,3 +171,18 @@ def test_private_timm_apis_only_in_the_compat_module():
     outside = [f'{name}:{line}: {text}' for name, items in found.items() if name != COMPAT_MODULE
                for line, text in items]
     assert not outside, 'private timm API outside se_zoo/models/_timm_compat.py:\n' + '\n'.join(outside)
+
+
+def test_the_installed_timm_is_in_the_declared_range_and_has_what_the_floor_is_for():
+    """The suite runs on the timm pip installs from pyproject's range. Its floor, 1.0.31, is also the newest 1.0.x
+    release at the time of writing, so both ends are the version tested; a newer release moves the upper end.
+
+    The floor is the first timm whose create_model records the model's keywords (``model._model_args``), which
+    se_zoo's config.json is written from; an older timm would publish ablations without their keywords.
+    """
+    pyproject = (PACKAGE_DIR.parent / 'pyproject.toml').read_text()
+    floor, cap = re.search(r'"timm>=([\d.]+),<([\d.]+)"', pyproject).groups()
+    version = lambda text: tuple(int(part) for part in text.split('.')[:3])  # noqa: E731
+    assert version(floor) <= version(timm.__version__) < version(cap), (timm.__version__, floor, cap)
+    model = timm.create_model('se_resnet18', r=4)
+    assert model._model_args['r'] == 4

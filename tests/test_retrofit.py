@@ -157,5 +157,16 @@ def test_excitations_of_a_fresh_retrofit_are_one_half(images):
 
 
 def test_excitations_needs_se_blocks(images):
-    with pytest.raises(ValueError, match='no se_zoo SqueezeExcite'):
+    with pytest.raises(ValueError, match='has no SE block'):
         excitations(timm.create_model('resnet18'), images)
+
+
+@pytest.mark.parametrize('name', ['seresnet18', 'mobilenetv3_small_100', 'efficientnet_b0'])
+def test_excitations_read_timms_own_se_layers(name, images):
+    """timm's SEModule and MBConv SqueezeExcite apply their gate as a module too: their gates are read the same way."""
+    model = timm.create_model(name)
+    gates = excitations(model, images)
+    se_names = [n for n, m in model.named_modules() if n.endswith('.se') and hasattr(m, 'gate')]
+    assert gates and list(gates) == se_names
+    for name_, gate in gates.items():
+        assert gate.shape[0] == len(images) and ((gate >= 0) & (gate <= 1)).all(), name_

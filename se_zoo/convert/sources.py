@@ -12,6 +12,7 @@ import torchvision
 from timm.models import load_state_dict
 
 from ..errors import InvalidArgumentError, MissingFileError
+from ..hub.fetch import CONNECTION_ERRORS
 from ..state_dicts import LAYOUTS, ConversionError, detect_layout
 
 __all__ = ['KnownSource', 'KNOWN_SOURCES', 'LoadedSource', 'SourceUnavailableError', 'load_source', 'known_source']
@@ -145,7 +146,7 @@ def _fetch_timm(name: str, target: str) -> LoadedSource:
     known = known_source('timm', model=arch, target=target)
     try:
         model = timm.create_model(name, pretrained=True)
-    except (OSError, RuntimeError) as e:  # the Hub client's connection / cache errors
+    except (RuntimeError,) + CONNECTION_ERRORS as e:  # se_zoo's WeightsError, timm's and the Hub client's errors
         raise SourceUnavailableError(f'could not fetch timm weights {name!r} (is the Hugging Face Hub reachable? '
                            f'HF_ENDPOINT / HF_HUB_OFFLINE apply): {e}') from e
     cfg = dict(model.pretrained_cfg)

@@ -20,7 +20,7 @@ The package: ``config`` (the recipe, plain data), ``trainer`` (the loop), ``chec
 """
 import difflib
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -29,7 +29,7 @@ from timm.utils.distributed import init_distributed_device_so
 
 from ..errors import InvalidArgumentError, MissingFileError
 from ..models import check_model_name
-from .checkpoint import TRAINING_STATE_NAME, find_last
+from .checkpoint import TRAINING_STATE_NAME, check_resumable, config_json, find_last, read_training_state
 from .config import FinetuneConfig
 from .trainer import EpochStats, FinetuneResult, Trainer
 
@@ -40,28 +40,38 @@ __all__ = ['FinetuneConfig', 'EpochStats', 'FinetuneResult', 'Trainer', 'finetun
 
 
 def finetune(
-        model: str,
-        data: Union[str, Path] = 'fashion-mnist',
+        model: Optional[str] = None,
+        data: Optional[Union[str, Path]] = None,
         *,
         on_epoch_end: Optional[Callable[[EpochStats], None]] = None,
         **options: Any,
 ) -> FinetuneResult:
-    """Fine-tune ``model`` (any se_zoo or timm model name) on ``data`` and write checkpoints under ``output``.
+    """Fine-tune ``model`` on ``data`` and write checkpoints under ``output``.
 
     Args:
-        model: a model name (``se_zoo.list_models()`` or ``timm.list_models()``).
-        data: ``'fashion-mnist'`` (the Debian package ``dataset-fashion-mnist``) or an ImageFolder root holding
-            ``train/`` and ``val/`` (or ``validation/``, ``test/``), each ``<class>/<images>``.
+        model: a model name (``se_zoo.list_models()`` or ``timm.list_models()``), a pretrained tag
+            (``se_resnet50.ra2_in1k``), ``hf-hub:ORG/NAME`` or a folder; optional with ``resume=True``.
+        data: ``'fashion-mnist'`` (the default; Debian package ``dataset-fashion-mnist``) or an ImageFolder root
+            holding ``train/`` and ``val/`` (or ``validation/``, ``test/``), each ``<class>/<images>``.
         on_epoch_end: called with each epoch's ``EpochStats`` after its checkpoint is written (on every process).
         **options: any ``FinetuneConfig`` field, e.g. ``output``, ``epochs``, ``batch_size`` (per process),
             ``lr``, ``opt``, ``sched``, ``img_size``, ``pretrained``, ``init`` (a local safetensors file or
-            publish-ready folder), ``model_kwargs``, ``add_se`` and ``se_kwargs`` (retrofit SE first, see
-            ``se_zoo.add_se``), ``mixup``/``cutmix``/``smoothing``, ``seed``, ``resume``.
+            publish-ready folder, whose config.json keywords are used), ``model_kwargs``, ``add_se`` and
+            ``se_kwargs`` (retrofit SE first, see ``se_zoo.add_se``), ``mixup``/``cutmix``/``smoothing``, ``seed``,
+            ``resume``.
+
+    With ``resume=True`` only ``output`` is needed: the run continues with the recipe stored in its checkpoint.
+    Options given as well must agree with that recipe, except ``epochs``, which may grow to extend a finished run
+    (its learning-rate schedule is then planned anew over the new total, from the current step).
 
     Returns:
         A ``FinetuneResult``; the best weights are a publish-ready folder at ``result.best_dir``.
     """
-    config = FinetuneConfig(model=model, data=str(data), **options)
+    if model is not None:
+        options['model'] = model
+    if data is not None:
+        options['data'] = str(data)
+    config = _resumed_config(options) if options.get('resume') else _new_config(options)
     check_model_name(config.model)
     _check_training_options(config)
     _check_output(config)
@@ -71,6 +81,28 @@ def finetune(
     finally:
         if device_info['distributed']:
             dist.destroy_process_group()
+
+
+def _new_config(options: Dict[str, Any]) -> FinetuneConfig:
+    if not options.get('model'):
+        raise InvalidArgumentError('a model is needed (or resume=True / --resume to continue the run in --output)')
+    return FinetuneConfig(**options)
+
+
+def _resumed_config(options: Dict[str, Any]) -> FinetuneConfig:
+    """The recipe stored in the checkpoint under ``output``, with the options given (checked to agree)."""
+    if options.get('overwrite'):
+        raise InvalidArgumentError('give either resume=True (continue the checkpoint) or overwrite=True (replace it), '
+                                   'not both')
+    output = Path(options.get('output', FinetuneConfig.output))
+    last = find_last(output)
+    if last is None:
+        raise MissingFileError(f'resume: no checkpoint under {output} (expected {output / "last"})')
+    state = read_training_state(last)
+    saved = state['config']
+    given = config_json(FinetuneConfig(**dict(saved, **options)))  # normalised like the saved recipe
+    check_resumable(saved, {k: given[k] for k in options}, state['epoch'], last)
+    return FinetuneConfig(**dict(saved, **dict(options, resume=True, overwrite=False)))
 
 
 def _check_training_options(config: FinetuneConfig) -> None:

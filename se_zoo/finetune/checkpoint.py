@@ -15,11 +15,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import InvalidArgumentError, MissingFileError
-from .config import FinetuneConfig
+from .config import RESUME_MUST_MATCH, FinetuneConfig
 
 __all__ = [
-    'TRAINING_STATE_NAME', 'find_last', 'read_init', 'load_init', 'has_extra_keys', 'optimizer_state',
-    'optimizer_state_dict', 'config_json',
+    'TRAINING_STATE_NAME', 'find_last', 'read_init', 'init_model_args', 'load_init', 'has_extra_keys', 'optimizer_state',
+    'optimizer_state_dict', 'config_json', 'read_training_state', 'check_resumable',
 ]
 
 TRAINING_STATE_NAME = 'training_state'
@@ -36,6 +36,20 @@ def read_init(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
         return load_file(str(file))
     except SafetensorError as e:
         raise InvalidArgumentError(f'init weights {file} are not a readable safetensors file: {e}') from e
+
+
+def init_model_args(path: Union[str, Path], model: str) -> Dict[str, Any]:
+    """The architecture keywords of an init folder built as ``model`` (its config.json ``model_args``), else {}."""
+    config_file = Path(path) / 'config.json'
+    if not config_file.is_file():
+        return {}
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise InvalidArgumentError(f'{config_file} is not valid JSON: {e}') from e
+    if config.get('architecture') != model.partition('.')[0]:
+        return {}
+    return {k: v for k, v in (config.get('model_args') or {}).items() if k not in ('num_classes', 'in_chans')}
 
 
 def has_extra_keys(state: Dict[str, torch.Tensor], model: nn.Module) -> bool:
@@ -90,3 +104,26 @@ def find_last(output: Path) -> Optional[Path]:
     return previous[-1] if previous else None
 
 
+
+
+def read_training_state(last: Path) -> Dict[str, Any]:
+    """The JSON half of a ``last/`` checkpoint: epoch, best, history, the recipe, optimizer scalars, scheduler."""
+    path = last / f'{TRAINING_STATE_NAME}.json'
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingFileError(f'{path} is missing: {last} is not a checkpoint se-zoo finetune can resume') from None
+    except json.JSONDecodeError as e:
+        raise InvalidArgumentError(f'{path} is not valid JSON: {e}') from e
+
+
+def check_resumable(saved: Dict[str, Any], given: Dict[str, Any], epochs_done: int, last: Path) -> None:
+    """Refuse a resume whose recipe differs from the checkpoint's, except for more epochs than it has done."""
+    changed = [k for k in RESUME_MUST_MATCH if k != 'epochs' and k in given and given[k] != saved.get(k)]
+    if changed:
+        raise InvalidArgumentError(f'resume: the checkpoint in {last} was trained with different ' + ', '.join(
+            f'{k} ({saved.get(k)!r}, now {given[k]!r})' for k in changed) + '; resume with the same recipe, '
+            'or start a new run in another --output')
+    if 'epochs' in given and given['epochs'] < epochs_done:
+        raise InvalidArgumentError(f'resume: the checkpoint in {last} has done {epochs_done} epochs; epochs='
+                                   f'{given["epochs"]} would end before it (give at least {epochs_done})')

@@ -18,19 +18,23 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm import tqdm
 
-from ..data import FASHION_MNIST, TransformedDataset, create_datasets
-from ..errors import InvalidArgumentError
+from ..data import FASHION_MNIST, TransformedDataset, create_datasets, eval_split_name
+from ..errors import InvalidArgumentError, SEZooError
 from ..files import write_folder_atomically
 from ..hub.publish import save_folder
 from ..models import load_model
-from ..retrofit import add_se
+from ..retrofit import add_se, name_as_se_zoo_architecture
 from .checkpoint import (
-    TRAINING_STATE_NAME, config_json, find_last, has_extra_keys, load_init, optimizer_state, optimizer_state_dict,
-    read_init,
+    TRAINING_STATE_NAME, check_resumable, config_json, find_last, has_extra_keys, init_model_args, load_init, optimizer_state,
+    optimizer_state_dict, read_init,
 )
-from .config import RESUME_MUST_MATCH, FinetuneConfig
+from .config import FinetuneConfig
 
-__all__ = ['EpochStats', 'FinetuneResult', 'Trainer']
+__all__ = ['EpochStats', 'FinetuneResult', 'Trainer', 'TrainingDivergedError']
+
+
+class TrainingDivergedError(SEZooError, RuntimeError):
+    """The training loss became NaN or infinite; the last checkpoint written is the last good one."""
 
 
 @dataclass
@@ -60,6 +64,7 @@ class FinetuneResult:
     world_size: int
     global_batch_size: int
     steps_per_epoch: int
+    eval_split: str = 'test'  # the split the accuracies were measured on
 
     @property
     def final_accuracy(self) -> float:
@@ -82,8 +87,10 @@ class Trainer:
         self.rank, self.world_size = device_info['global_rank'], device_info['world_size']
         self.distributed = device_info['distributed']
         self.amp = config.amp if config.amp is not None else self.device.type == 'cuda'
+        self.se_zoo_architecture: Optional[str] = None  # what an --add-se retrofit became, if se_zoo has it
         _seed_everything(config.seed, -1, self.rank)
         train_set, eval_set, classes = create_datasets(config.data, config.train_samples, config.eval_samples)
+        self.eval_split = eval_split_name(config.data)
         self.classes = list(classes)
         self.model = self._create_model(len(classes))
         self.data_config = self._data_config(self.model)
@@ -135,7 +142,7 @@ class Trainer:
                 self._save(model, optimizer, scheduler, history, best, improved)
                 if config.progress:
                     print(f'epoch {epoch + 1}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.2f}%  '
-                          f'eval loss {eval_loss:.4f} acc {eval_acc:.2f}%  {stats.images_per_second:.0f} img/s  '
+                          f'{self.eval_split} loss {eval_loss:.4f} acc {eval_acc:.2f}%  {stats.images_per_second:.0f} img/s  '
                           f'{stats.seconds:.1f}s{"  *best" if improved else ""}', flush=True)
             if self.distributed:
                 dist.barrier()
@@ -145,11 +152,14 @@ class Trainer:
         return FinetuneResult(
             model=model, history=history, best_accuracy=best['accuracy'], best_epoch=best['epoch'],
             best_dir=self.best_dir, last_dir=self.last_dir, rank=self.rank, world_size=self.world_size,
-            global_batch_size=config.batch_size * self.world_size, steps_per_epoch=len(train_loader))
+            global_batch_size=config.batch_size * self.world_size, steps_per_epoch=len(train_loader),
+            eval_split=self.eval_split)
 
     def _create_model(self, num_classes: int) -> nn.Module:
         config = self.config
-        kwargs = dict(config.model_kwargs, num_classes=num_classes)
+        # a folder to start from brings the architecture keywords it was built with (its config.json)
+        kwargs = dict(init_model_args(config.init, config.model) if config.init else {}, **config.model_kwargs,
+                      num_classes=num_classes)
         try:
             # a tag, an hf-hub: repo or a folder brings its weights; a bare name only with --pretrained
             model = load_model(config.model, pretrained=True if config.pretrained else None, **kwargs)
@@ -162,6 +172,7 @@ class Trainer:
                 load_init(model, init_state, config.init)
                 init_state = None
             add_se(model, **config.se_kwargs)
+            self.se_zoo_architecture = name_as_se_zoo_architecture(model, **config.se_kwargs)
         if init_state is not None:
             load_init(model, init_state, config.init)
         return model
@@ -190,7 +201,7 @@ class Trainer:
             num_workers=config.workers, drop_last=mixing,  # timm's Mixup needs an even batch
             pin_memory=self.device.type == 'cuda')
         if len(loader) == 0:
-            raise ValueError(f'{len(dataset)} training images give no batch of {config.batch_size} per process')
+            raise InvalidArgumentError(f'{len(dataset)} training images give no batch of {config.batch_size} per process')
         return loader, sampler
 
     def _eval_loader(self, dataset) -> torch.utils.data.DataLoader:
@@ -239,7 +250,7 @@ class Trainer:
                 logits = model(inputs)
                 loss = loss_fn(logits, soft_targets)
             if not torch.isfinite(loss):
-                raise RuntimeError(f'the training loss became {loss.item()} at epoch {epoch + 1}; lower the lr')
+                raise TrainingDivergedError(f'the training loss became {loss.item()} at epoch {epoch + 1}; lower the lr')
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -277,14 +288,23 @@ class Trainer:
     # ---- checkpoints -------------------------------------------------------------------------------------
     def _model_card(self, accuracy: float, epoch: int) -> Dict[str, Any]:
         config = self.config
-        dataset = 'fashion_mnist' if config.data == 'fashion-mnist' else Path(config.data).name
         size = self.data_config['input_size'][-1]
         recipe = (f'se-zoo finetune: {epoch + 1} of {config.epochs} epochs at {size}px, {config.opt} lr {config.lr} '
                   f'wd {config.weight_decay}, {config.sched} schedule, global batch '
                   f'{config.batch_size * self.world_size}, label smoothing {config.smoothing}, seed {config.seed}')
-        card = {'datasets': [dataset], 'metrics': {'top1': round(accuracy, 2)}, 'source': 'trained with se_zoo.finetune',
-                'recipe': recipe}
-        if config.add_se:
+        epochs = f'{config.epochs} epoch' + ('s' if config.epochs != 1 else '')
+        recipe = recipe.replace(f'of {config.epochs} epochs', f'of {epochs}')
+        # A Hub dataset id for Fashion-MNIST; a local folder has none, so the card names the split instead.
+        if config.data == FASHION_MNIST:
+            card = {'datasets': ['zalando-datasets/fashion_mnist'], 'eval_dataset': 'fashion_mnist (test split)'}
+        else:
+            card = {'eval_dataset': f'local image folder ({self.eval_split} split)'}
+        card.update(metrics={'top1': round(accuracy, 2)}, source='trained with se_zoo.finetune', recipe=recipe)
+        if config.add_se and self.se_zoo_architecture:
+            card['description'] = (
+                f'timm `{config.model}` retrofitted with `se_zoo.add_se(model, **{config.se_kwargs!r})`, which makes '
+                f'it an se_zoo `{self.se_zoo_architecture}`: the folder loads by that name.')
+        elif config.add_se:
             card['description'] = (
                 f'timm `{config.model}` retrofitted with `se_zoo.add_se(model, **{config.se_kwargs!r})`. '
                 f'Rebuild it with `timm.create_model({config.model!r}, num_classes={len(self.classes)})` and '
@@ -318,14 +338,14 @@ class Trainer:
         last = find_last(self.output)
         meta = json.loads((last / f'{TRAINING_STATE_NAME}.json').read_text())
         saved, current = meta['config'], config_json(self.config)
-        changed = [k for k in RESUME_MUST_MATCH if saved.get(k) != current.get(k)]
-        if changed:
-            raise InvalidArgumentError(f'resume: the checkpoint in {last} was trained with different ' + ', '.join(
-                f'{k} ({saved.get(k)!r}, now {current.get(k)!r})' for k in changed))
+        check_resumable(saved, current, meta['epoch'], last)
         model.load_state_dict(load_file(str(last / 'model.safetensors')))
         tensors = load_file(str(last / f'{TRAINING_STATE_NAME}.safetensors'))
         optimizer.load_state_dict(optimizer_state_dict(tensors, meta['optimizer']))
-        scheduler.load_state_dict(meta['scheduler'])
+        if saved['epochs'] == current['epochs']:
+            scheduler.load_state_dict(meta['scheduler'])
+        # else the run is extended: the schedule was planned anew over the new total by _optimization, and
+        # train() steps it to the current update, so the lr continues on the longer schedule from here.
         return meta
 
 

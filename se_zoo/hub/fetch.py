@@ -49,7 +49,7 @@ from .manifest import find_entry
 __all__ = [
     'SAFE_WEIGHTS_NAME', 'WeightsError', 'HubUnreachableError', 'WeightsNotFoundError', 'ChecksumMismatchError',
     'TruncatedDownloadError', 'PickleRefusedError', 'CONNECTION_ERRORS', 'allow_pickle', 'file_sha256', 'fetch_weights',
-    'fetch_pretrained',
+    'fetch_pretrained', 'fetch_config',
 ]
 
 SAFE_WEIGHTS_NAME = 'model.safetensors'
@@ -250,6 +250,16 @@ def _pickle_fallback(repo_id: str, revision: Optional[str], cache_dir: Optional[
         except (HfHubHTTPError, OSError):  # the original "not found" is the error worth reporting
             return None
     return None
+
+
+def fetch_config(hf_hub_id: str, cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """Fetch the ``config.json`` of an ``ORG/NAME[@revision]`` repo into the Hub cache, with se_zoo's errors.
+
+    ``timm.create_model('hf-hub:...')`` reads it first; fetching it here beforehand turns an unreachable Hub, an
+    offline cache miss or a missing repo into one clear ``WeightsError`` instead of the Hub client's own.
+    """
+    repo_id, _, revision = hf_hub_id.partition('@')
+    return _download(repo_id, 'config.json', revision or None, cache_dir)
 
 
 def fetch_pretrained(

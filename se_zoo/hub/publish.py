@@ -64,9 +64,12 @@ def _state_dict_bytes(model: nn.Module) -> bytes:
 
 
 def _config(model: nn.Module) -> Dict[str, Any]:
+    # Class names at the root of config.json too, where timm's config writer puts them when asked and where
+    # transformers' TimmWrapper reads its id2label.
+    label_names = model.pretrained_cfg.get('label_names')
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / CONFIG_NAME
-        save_config_for_hf(model, str(path))
+        save_config_for_hf(model, str(path), model_config={'label_names': list(label_names)} if label_names else None)
         config = json.loads(path.read_text())
     model_args = {k: v for k, v in (config.pop('model_args', None) or {}).items() if k not in _HEAD_ARGS}
     if model_args:

@@ -1,6 +1,16 @@
 """se_zoo's model families; importing this package registers every entrypoint with timm."""
 from ._factory import check_model_name, close_model_names, list_models, load_model
+from timm.layers import EffectiveSEModule, EffectiveSqueezeExcite, SEModule
+from timm.layers import SqueezeExcite as TimmSqueezeExcite
+
+from ..squeeze_excite import SqueezeExcite
 from ._pretrained import reload_manifest
+from ._timm_compat import MBConvSqueezeExcite
 from .se_efficientnet import *
 from .se_mobilenet import *
 from .se_resnet import *
+
+# Every SE layer class, se_zoo's and timm's: what counts as SE in a profile and whose gates ``excitations`` reads
+# (each applies ``self.gate`` as a module to its excitation).
+SE_MODULE_TYPES = (SqueezeExcite, SEModule, EffectiveSEModule, TimmSqueezeExcite, EffectiveSqueezeExcite,
+                   MBConvSqueezeExcite)

@@ -10,6 +10,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 
 from ..errors import InvalidArgumentError, MissingFileError
+from ..hub.fetch import fetch_config
 
 __all__ = ['list_models', 'load_model', 'check_model_name', 'close_model_names']
 
@@ -62,6 +63,8 @@ def load_model(source: str, *, pretrained: Optional[bool] = None, **kwargs: Any)
     if Path(source).is_dir():
         source = f'local-dir:{source}'
     is_reference = source.startswith(('hf-hub:', 'local-dir:'))
+    if source.startswith('hf-hub:'):
+        fetch_config(source[len('hf-hub:'):], kwargs.get('cache_dir'))
     if pretrained is None:
         pretrained = is_reference or '.' in source
     try:

@@ -16,8 +16,10 @@ from timm.models.efficientnet import _create_effnet
 from timm.models.mobilenetv3 import _create_mnv3
 # The architecture-string decoder and the arg resolvers the generators above expect their callers to use.
 from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
-# The MBConv block classes, for BatchNorm folding: timm.models re-exports none of them.
+# The MBConv block classes, for BatchNorm folding, and timm's MBConv SE layer, to read its gates: timm.models
+# re-exports none of them (timm.layers.SqueezeExcite is another class, used by other families).
 from timm.models._efficientnet_blocks import ConvBnAct, DepthwiseSeparableConv, EdgeResidual, InvertedResidual
+from timm.models._efficientnet_blocks import SqueezeExcite as MBConvSqueezeExcite
 # Writes timm's config.json (architecture, model_args recorded by timm.create_model, pretrained_cfg); timm's
 # public push_to_hf_hub uploads at once, and se_zoo must write, check and then publish.
 from timm.models._hub import save_config_for_hf
@@ -37,3 +39,8 @@ def record_model_args(model: nn.Module, model_args: Dict[str, Any]) -> None:
     public setter.
     """
     model._model_args = dict(getattr(model, '_model_args', None) or {}, **model_args)
+
+
+def recorded_model_args(model: nn.Module) -> Dict[str, Any]:
+    """The constructor keywords ``timm.create_model`` recorded for ``model`` (empty for a model built otherwise)."""
+    return dict(getattr(model, '_model_args', None) or {})
