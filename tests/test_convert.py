@@ -259,18 +259,10 @@ def test_known_sources_are_se_zoo_models():
 
 # --- Fetching by name: timm and torchvision run their own loaders against a pre-filled cache (nothing is downloaded).
 
-def test_convert_timm_name_tag(tmp_path, images, monkeypatch, capsys):
-    import huggingface_hub.constants
+def test_convert_timm_name_tag(tmp_path, images, hub_server, capsys):
+    """A timm name.tag is fetched from timm's Hub repo (here the test Hub) through se_zoo's verified fetch."""
     source = realistic(images, build_source('timm', 'mobilenetv3_small_100'))
-    commit = 'a' * 40
-    repo = tmp_path / 'hub' / 'models--timm--mobilenetv3_small_100.lamb_in1k'
-    (repo / 'refs').mkdir(parents=True)
-    (repo / 'refs' / 'main').write_text(commit)
-    (repo / 'snapshots' / commit).mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in source.state_dict().items()},
-              repo / 'snapshots' / commit / 'model.safetensors')
-    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
-    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+    timm.models.push_to_hf_hub(source, 'timm/mobilenetv3_small_100.lamb_in1k')
     out = tmp_path / 'out'
 
     assert main(['convert', '--source', 'timm:mobilenetv3_small_100.lamb_in1k',

@@ -12,7 +12,7 @@ import torchvision
 from timm.models import load_state_dict
 
 from ..errors import InvalidArgumentError, MissingFileError
-from ..hub.fetch import CONNECTION_ERRORS
+from ..hub.fetch import WeightsError, fetch_pretrained
 from ..state_dicts import LAYOUTS, ConversionError, detect_layout
 
 __all__ = ['KnownSource', 'KNOWN_SOURCES', 'LoadedSource', 'SourceUnavailableError', 'load_source', 'known_source']
@@ -144,11 +144,16 @@ def _load_file(path: Path, target: str, source_format: Optional[str], allow_pick
 def _fetch_timm(name: str, target: str) -> LoadedSource:
     arch = name.split('.')[0]
     known = known_source('timm', model=arch, target=target)
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        tags = timm.list_pretrained(f'{arch}.*')
+        raise InvalidArgumentError(f'timm has no Hub weights {name!r}; {arch} has {", ".join(tags) or "none"}')
+    # Through se_zoo's verified fetch: the Hub's sha256 is checked, and an unreachable Hub is one clear error.
     try:
-        model = timm.create_model(name, pretrained=True)
-    except (RuntimeError,) + CONNECTION_ERRORS as e:  # se_zoo's WeightsError, timm's and the Hub client's errors
-        raise SourceUnavailableError(f'could not fetch timm weights {name!r} (is the Hugging Face Hub reachable? '
-                           f'HF_ENDPOINT / HF_HUB_OFFLINE apply): {e}') from e
+        path, _ = fetch_pretrained(cfg.hf_hub_id, cfg.hf_hub_filename)
+    except WeightsError as e:
+        raise SourceUnavailableError(f'could not fetch timm weights {name!r}: {e}') from e
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={'file': str(path)})
     cfg = dict(model.pretrained_cfg)
     return LoadedSource(
         f'timm {name}', 'timm', known, model.state_dict(), model, license=cfg.get('license'),
