@@ -373,7 +373,7 @@ def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple
         out.append('')
 
     targets = _targets(rows, gpu)
-    out += ['## Targets (issue 5)', '', '| target | measured | met |', '|---|---|---|']
+    out += ['## Targets', '', '| target | measured | met |', '|---|---|---|']
     out += [f'| {name} | {measured} | {"yes" if met else "**no**"} |' for name, met, measured in targets]
     out.append('')
     return '\n'.join(out), targets

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import make_divisible
 
-import se_zoo  # noqa: F401  (registers the se_* models)
+import se_zoo
 from se_zoo import SqueezeExcite
 from se_zoo.profile import profile_model
 
@@ -282,8 +282,8 @@ def test_family_default_se(name, gate, act):
 # --- clear errors -------------------------------------------------------------------------------------------
 
 def test_unknown_model_name():
-    with pytest.raises(RuntimeError, match=r'Unknown model \(se_resnet51\)'):
-        timm.create_model('se_resnet51')
+    with pytest.raises(ValueError, match=r"'se_resnet51' is neither a model.*did you mean se_resnet50"):
+        se_zoo.load_model('se_resnet51')
 
 
 @pytest.mark.parametrize('name', FAMILY_MODELS)
@@ -320,5 +320,5 @@ def test_bad_placement():
 @pytest.mark.parametrize('name', ['se_resnet18', 'se_mobilenet_v3_small_100', 'se_efficientnet_b0'])
 def test_wrong_input_channels_at_forward(name):
     model = timm.create_model(name).eval()
-    with pytest.raises(RuntimeError, match=r'expected input\[1, 1, 64, 64\] to have 3 channels, but got 1 channels'):
+    with pytest.raises(RuntimeError, match='channels'):  # torch's conv check, before any output
         model(torch.randn(1, 1, 64, 64))

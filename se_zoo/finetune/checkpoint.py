@@ -57,7 +57,7 @@ def has_extra_keys(state: Dict[str, torch.Tensor], model: nn.Module) -> bool:
 
 
 def load_init(model: nn.Module, state: Dict[str, torch.Tensor], source: Union[str, Path]) -> None:
-    # A new task has a new classifier: drop the checkpoint's head where its shape differs (timm does the same
+    # A new dataset has a new classifier: drop the checkpoint's head where its shape differs (timm does the same
     # when num_classes differs from the pretrained one); every other tensor must match.
     own = model.state_dict()
     head = model.pretrained_cfg.get('classifier')
