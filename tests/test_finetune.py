@@ -68,6 +68,17 @@ def test_best_checkpoint_is_a_publish_ready_folder_timm_loads(trained):
     assert sorted(p.name for p in trained.last_dir.parent.iterdir()) == ['best', 'last']
 
 
+def test_a_folder_is_a_model_and_init_folders_bring_their_keywords(tmp_path, trained):
+    short = dict(epochs=1, batch_size=32, train_samples=64, eval_samples=32, workers=0, progress=False, img_size=28)
+    # The folder as the model: its architecture, keywords and weights come from config.json and model.safetensors.
+    from_folder = finetune(str(trained.best_dir), output=str(tmp_path / 'folder'), lr=1e-9, **short)
+    assert from_folder.model.layer1[0].conv1.out_channels == 8  # the narrow network of the trained model
+    assert torch.allclose(from_folder.model.conv1.weight, _state(trained.best_dir)['conv1.weight'], atol=1e-6)
+    # --init FOLDER without --model-kwargs: the folder's config.json keywords rebuild the narrow network
+    from_init = finetune('se_resnet18', init=str(trained.best_dir), output=str(tmp_path / 'init'), **short)
+    assert from_init.model.layer4[0].conv1.out_channels == 64
+
+
 def test_a_finetune_folder_loads_in_transformers_with_its_class_names(trained):
     from transformers import AutoModelForImageClassification, pipeline
     best = str(trained.best_dir)

@@ -186,3 +186,14 @@ def test_the_installed_timm_is_in_the_declared_range_and_has_what_the_floor_is_f
     assert version(floor) <= version(timm.__version__) < version(cap), (timm.__version__, floor, cap)
     model = timm.create_model('se_resnet18', r=4)
     assert model._model_args['r'] == 4
+
+
+def test_no_function_shadows_its_module():
+    import importlib
+    import se_zoo.finetune
+    assert se_zoo.finetune.FinetuneConfig.__name__ == 'FinetuneConfig'
+    assert callable(se_zoo.finetune.finetune)
+    for name in dir(se_zoo):
+        value = getattr(se_zoo, name)
+        if callable(value) and not isinstance(value, type):
+            assert importlib.util.find_spec(f'se_zoo.{name}') is None, f'se_zoo.{name} names both a function and a module'
