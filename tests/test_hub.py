@@ -561,3 +561,9 @@ def test_an_unreachable_hub_fails_push_with_one_clear_error(tmp_path, monkeypatc
     monkeypatch.setattr(constants, 'ENDPOINT', 'http://127.0.0.1:9')  # nothing listens on the discard port
     with pytest.raises(HubUnreachableError, match='cannot reach the Hub at http://127.0.0.1:9'):
         push_folder(folder, 'org/unreachable')
+
+
+def test_hf_hub_config_offline_without_cache_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
+    with pytest.raises(HubUnreachableError, match='HF_HUB_OFFLINE=1 is set and config.json of se-zoo-test/nowhere'):
+        se_zoo.load_model('hf-hub:se-zoo-test/nowhere', cache_dir=tmp_path)
