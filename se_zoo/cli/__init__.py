@@ -6,11 +6,13 @@ without loading torch.
 import argparse
 import dataclasses
 import sys
-from typing import Any, List, Optional
+from typing import List, Optional
 
 from ..errors import SEZooError
-from ..version import __version__
 from ..finetune.config import FinetuneConfig
+from ..version import __version__
+from . import deploy
+from ._help import HelpFormatter
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -243,21 +245,13 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_inspect)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default in --help, unless it has none worth showing (None, False, an empty list)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False, [], {}, '', argparse.SUPPRESS) or '%(default)' in (action.help or ''):
-            return action.help or ''
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``se-zoo`` argument parser."""
     parser = argparse.ArgumentParser(prog='se-zoo', description='Squeeze-and-Excitation networks for timm.')
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    for add in (_add_list, _add_info, _add_push, _add_convert, _add_finetune, _add_inspect, _add_weights):
+    for add in (_add_list, _add_info, _add_push, _add_convert, _add_finetune, _add_inspect, _add_weights,
+                deploy.add_commands):
         add(sub)
     return parser
 

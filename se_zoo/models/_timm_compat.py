@@ -27,7 +27,7 @@ from timm.models._hub import save_config_for_hf
 __all__ = [
     '_gen_efficientnet', '_create_effnet', '_create_mnv3', 'decode_arch_def', 'resolve_act_layer',
     'resolve_bn_args', 'round_channels', 'ConvBnAct', 'DepthwiseSeparableConv', 'EdgeResidual',
-    'InvertedResidual', 'save_config_for_hf',
+    'InvertedResidual', 'MBConvSqueezeExcite', 'save_config_for_hf', 'record_model_args', 'recorded_model_args',
 ]
 
 
