@@ -1,9 +1,13 @@
 """Shared fixtures. The Hub environment must be set before anything imports huggingface_hub (timm does)."""
+import atexit
 import os
+import shutil
 import tempfile
 
-# huggingface_hub reads these when first imported; every test session gets an empty cache of its own.
+# huggingface_hub reads these when first imported; every test process gets an empty cache of its own, removed
+# when the process ends.
 os.environ['HF_HOME'] = tempfile.mkdtemp(prefix='se_zoo_hf_home_')
+atexit.register(shutil.rmtree, os.environ['HF_HOME'], ignore_errors=True)
 os.environ.setdefault('NO_PROXY', '127.0.0.1,localhost')
 os.environ['HF_HUB_DISABLE_XET'] = '1'  # a test server cannot speak xet; real users keep it
 os.environ['HF_HUB_DISABLE_TELEMETRY'] = '1'

@@ -289,11 +289,10 @@ class Trainer:
     def _model_card(self, accuracy: float, epoch: int) -> Dict[str, Any]:
         config = self.config
         size = self.data_config['input_size'][-1]
-        recipe = (f'se-zoo finetune: {epoch + 1} of {config.epochs} epochs at {size}px, {config.opt} lr {config.lr} '
+        epochs = f'{config.epochs} epoch' + ('s' if config.epochs != 1 else '')
+        recipe = (f'se-zoo finetune: {epoch + 1} of {epochs} at {size}px, {config.opt} lr {config.lr} '
                   f'wd {config.weight_decay}, {config.sched} schedule, global batch '
                   f'{config.batch_size * self.world_size}, label smoothing {config.smoothing}, seed {config.seed}')
-        epochs = f'{config.epochs} epoch' + ('s' if config.epochs != 1 else '')
-        recipe = recipe.replace(f'of {config.epochs} epochs', f'of {epochs}')
         # A Hub dataset id for Fashion-MNIST; a local folder has none, so the card names the split instead.
         if config.data == FASHION_MNIST:
             card = {'datasets': ['zalando-datasets/fashion_mnist'], 'eval_dataset': 'fashion_mnist (test split)'}

@@ -221,7 +221,7 @@ def fetch_weights(
     if _is_pickle(filename) and not _pickle_allowed.get():
         raise PickleRefusedError(
             f'{where} is a pickle checkpoint; se_zoo loads safetensors only. If you trust the repo, load it '
-            'inside `with se_zoo.hub_fetch.allow_pickle():` (torch.load with weights_only=True)')
+            'inside `with se_zoo.hub.fetch.allow_pickle():` (torch.load with weights_only=True)')
     path = _download(repo_id, filename, revision, cache_dir)
     if sha256 is not None:
         algo, expected, against = 'sha256', sha256, 'the se_zoo weights manifest'

@@ -200,7 +200,7 @@ def _check_folder(folder: Path) -> Dict[str, Any]:
     missing = [name for name in _PUBLISHED_FILES if not (folder / name).is_file()]
     if missing:
         raise MissingFileError(f'{folder} is not a publish-ready folder: {", ".join(missing)} missing '
-                                f'(write one with se_zoo.hub.save_folder)')
+                                f'(write one with se_zoo.hub.publish.save_folder)')
     try:
         config = json.loads((folder / CONFIG_NAME).read_text())
     except json.JSONDecodeError as e:

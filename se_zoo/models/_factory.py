@@ -1,12 +1,12 @@
 """One entry point that turns whatever a user names into a model: an se_zoo or timm name, ``name.tag``,
-``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a folder written by ``se_zoo.hub.save_folder`` / ``se-zoo finetune``."""
+``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a folder written by ``se_zoo.hub.publish.save_folder`` or
+``se-zoo finetune``."""
 import difflib
 from pathlib import Path
 from typing import Any, List, Optional
 
 import timm
 import torch.nn as nn
-
 from safetensors import SafetensorError
 
 from ..errors import InvalidArgumentError, MissingFileError
