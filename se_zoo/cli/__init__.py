@@ -1,7 +1,7 @@
 """The ``se-zoo`` command line. Each subcommand parses its arguments here and delegates to its module.
 
-Subcommands import what they run inside their handler, so that ``se-zoo --help`` and argument errors answer
-without loading torch.
+Subcommands import what they run inside their handler, so each pays only for what it uses at start-up. (The
+package root itself imports timm, and so torch: ``import se_zoo`` registers the models.)
 """
 import argparse
 import dataclasses
@@ -71,7 +71,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f'{prof.name}  (input {c}x{h}x{w})')
     print(f'  params        {prof.params / 1e6:.3f} M   SE share {100 * prof.se_param_share:.2f}%')
     print(f'  GMACs         {prof.gmacs:.3f}     SE share {100 * prof.se_flop_share:.3f}%')
-    print(f'  weights       {"published" if prof.has_weights else "none published"}')
+    print(f'  weights       {"listed (se-zoo list --pretrained)" if prof.has_weights else "none listed"}')
     print('  features      ' + '  '.join(f'{f["module"]}: {f["num_chs"]}ch /{f["reduction"]}' for f in prof.features))
     return 0
 
