@@ -347,6 +347,11 @@ def bench_models(args, workdir: Path, calibration_dir: Path) -> Tuple[List[Model
 
 # ---------------------------------------------------------------------------------------------------- report
 
+def _cells(row, impls, cell) -> List[str]:
+    """One table cell per implementation: ``cell(impl)`` where the row measured it, else empty."""
+    return [cell(impl) if impl in row.times else '' for impl in impls]
+
+
 def _fmt_ratio(value: Tuple[float, float, float]) -> str:
     median, q1, q3 = value
     return f'{median:.2f}x ({q1:.2f}–{q3:.2f})'
@@ -390,25 +395,16 @@ def write_report(args, peak, rows, rule_rows, accuracy, wall_s: float) -> str:
     lines.append('| model | batch | ' + ' | '.join(impls) + ' |')
     lines.append('|---|---:|' + '---:|' * len(impls))
     for row in rows:
-        cells = []
-        for impl in impls:
-            if impl not in row.times:
-                cells.append('')
-                continue
-            cells.append(f'{1e3 * row.times[impl]:.1f} ms<br>{_fmt_ratio(row.speedups[impl])}')
+        cells = _cells(row, impls, lambda impl: f'{1e3 * row.times[impl]:.1f} ms<br>{_fmt_ratio(row.speedups[impl])}')
         lines.append(f'| {row.model} | {row.batch} | ' + ' | '.join(cells) + ' |')
     lines += ['', '### GFLOP/s and share of the measured peak', '']
     lines.append('| model | batch | GFLOP/batch | ' + ' | '.join(impls) + ' |')
     lines.append('|---|---:|---:|' + '---:|' * len(impls))
     for row in rows:
-        cells = []
-        for impl in impls:
-            if impl not in row.times:
-                cells.append('')
-                continue
-            precision = IMPLEMENTATIONS.get(impl, 'int8')
+        def share_of_peak(impl: str) -> str:
             rate = row.gflop / row.times[impl]
-            cells.append(f'{rate:.0f} ({100 * rate / peak_best[precision][1]:.0f}%)')
+            return f'{rate:.0f} ({100 * rate / peak_best[IMPLEMENTATIONS.get(impl, "int8")][1]:.0f}%)'
+        cells = _cells(row, impls, share_of_peak)
         lines.append(f'| {row.model} | {row.batch} | {row.gflop:.1f} | ' + ' | '.join(cells) + ' |')
     lines += ['', '### int8 against the fp32 export and against torchvision\'s int8', '']
     lines.append('| model | batch | int8 / fp32 export | int8 / torchvision int8 MobileNetV3-L |')
