@@ -3,7 +3,6 @@
 Sizes are measured with ``se_zoo.profile.profile_model`` (torch.utils.flop_counter; GMACs = FLOPs / 2).
 Parameter-only checks build on the meta device, which skips weight initialisation.
 """
-import math
 from typing import Callable, List
 
 import pytest
