@@ -21,6 +21,7 @@ from hub_server import HubServer, reserve_socket  # noqa: E402
 _HUB_SOCKET = reserve_socket()
 os.environ['HF_ENDPOINT'] = 'http://{}:{}'.format(*_HUB_SOCKET.getsockname()[:2])
 
+from pathlib import Path  # noqa: E402
 from typing import Callable, List  # noqa: E402
 
 import pytest  # noqa: E402
@@ -49,6 +50,22 @@ def photo_batch(photos) -> Callable[..., torch.Tensor]:
         return torch.stack([transform(p) for p in photos])
 
     return make
+
+
+@pytest.fixture(scope='session')
+def image_folder(photos) -> Callable[..., Path]:
+    """``image_folder(root, suffix='.png')``: an ImageFolder root of the photos, ``train/`` and ``val/`` with the
+    classes ``cat`` and ``cup``, three resized copies of each photo per class and split."""
+    def write(root: Path, classes=('cat', 'cup'), suffix: str = '.png') -> Path:
+        for split in ('train', 'val'):
+            for c, name in enumerate(classes):
+                folder = root / split / name
+                folder.mkdir(parents=True)
+                for i in range(3):
+                    photos[c].resize((40 + 4 * i, 40)).save(folder / f'{i}{suffix}')
+        return root
+
+    return write
 
 
 def _randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

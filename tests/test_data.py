@@ -1,24 +1,13 @@
 """se_zoo.data: Fashion-MNIST from its IDX files and ImageFolder directories checked up front, with the file named."""
 import gzip
-from pathlib import Path
 
 import pytest
 
 from se_zoo import data as se_data
 
 
-def _write_image_folder(root: Path, photos, classes=('cat', 'cup'), suffix='.png') -> Path:
-    for split in ('train', 'val'):
-        for c, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(3):
-                photos[c].resize((40 + 4 * i, 40)).save(folder / f'{i}{suffix}')
-    return root
-
-
-def test_truncated_image_is_reported_with_its_name(tmp_path, photos):
-    root = _write_image_folder(tmp_path / 'data', photos)
+def test_truncated_image_is_reported_with_its_name(tmp_path, image_folder):
+    root = image_folder(tmp_path / 'data')
     path = root / 'train' / 'cat' / '0.png'
     # A PNG cut inside its pixel data may pass PIL's header check; decoding it must still name the file.
     path.write_bytes(path.read_bytes()[:300])
@@ -28,9 +17,9 @@ def test_truncated_image_is_reported_with_its_name(tmp_path, photos):
             train[i]
 
 
-def test_a_truncated_jpeg_is_refused_up_front_with_its_name(tmp_path, photos):
+def test_a_truncated_jpeg_is_refused_up_front_with_its_name(tmp_path, image_folder):
     """A JPEG cut short passes PIL's verify(); the folder check decodes it, so the dataset is never built."""
-    root = _write_image_folder(tmp_path / 'data', photos, suffix='.jpg')
+    root = image_folder(tmp_path / 'data', suffix='.jpg')
     path = root / 'train' / 'cup' / '1.jpg'
     path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
     with pytest.raises(ValueError, match=f'cannot read image {path}'):

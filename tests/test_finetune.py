@@ -195,16 +195,6 @@ def test_two_process_gloo_ddp_through_torchrun(tmp_path):
 
 # ---- bad input: a clear error, and nothing written ------------------------------------------------------------
 
-def _write_image_folder(root: Path, photos, classes=('cat', 'cup')) -> Path:
-    for split in ('train', 'val'):
-        for c, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(3):
-                photos[c].resize((40 + 4 * i, 40)).save(folder / f'{i}.png')
-    return root
-
-
 def _fails(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -212,8 +202,8 @@ def _fails(capsys, argv, message):
     return err
 
 
-def test_image_folder_trains(tmp_path, photos):
-    root = _write_image_folder(tmp_path / 'data', photos)
+def test_image_folder_trains(tmp_path, image_folder):
+    root = image_folder(tmp_path / 'data')
     result = finetune('se_resnet18', str(root), output=str(tmp_path / 'out'), epochs=1, batch_size=4, workers=0,
                       progress=False, **TINY)
     assert result.history[0].train_samples == 6 and result.history[0].eval_samples == 6
@@ -228,8 +218,8 @@ def test_missing_dataset_dir(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_empty_class_folder(tmp_path, photos, capsys):
-    root = _write_image_folder(tmp_path / 'data', photos)
+def test_empty_class_folder(tmp_path, image_folder, capsys):
+    root = image_folder(tmp_path / 'data')
     (root / 'train' / 'empty').mkdir()
     out = tmp_path / 'out'
     _fails(capsys, ['finetune', 'se_resnet18', '--data', str(root), '--output', str(out)],
@@ -237,8 +227,8 @@ def test_empty_class_folder(tmp_path, photos, capsys):
     assert not out.exists()
 
 
-def test_corrupt_image(tmp_path, photos, capsys):
-    root = _write_image_folder(tmp_path / 'data', photos)
+def test_corrupt_image(tmp_path, image_folder, capsys):
+    root = image_folder(tmp_path / 'data')
     bad = root / 'train' / 'cup' / 'broken.jpg'
     bad.write_bytes(b'\xff\xd8\xff\xe0 this is not a jpeg')
     out = tmp_path / 'out'
