@@ -1,11 +1,14 @@
-"""``se-zoo list`` and ``se-zoo info`` through ``se_zoo.cli.main``."""
+"""``se-zoo`` through ``se_zoo_cli.main``: the command list, start-up, ``list`` and ``info``."""
+import importlib.metadata
 import re
+import subprocess
+import sys
 
 import pytest
 import timm
 
 import se_zoo
-from se_zoo.cli import main
+from se_zoo_cli import COMMANDS, main
 
 
 def test_list(capsys):
@@ -138,3 +141,53 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(['--version'])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f'se-zoo {se_zoo.__version__}'
+
+
+def _modules_after(code: str) -> set:
+    """The top-level packages a fresh interpreter has imported after running ``code``."""
+    probe = code + '\nimport sys\nprint(" ".join(sorted({m.split(".")[0] for m in sys.modules})))'
+    result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.splitlines()[-1].split())  # the probe's line comes after the command's output
+
+
+@pytest.mark.parametrize('argv', [['--help'], ['--version'], []])
+def test_the_command_list_and_version_load_neither_torch_nor_se_zoo(argv):
+    # What the console script runs (pyproject's entry point), in a fresh interpreter.
+    script = importlib.metadata.entry_points(group='console_scripts', name='se-zoo')
+    assert [e.value for e in script] == ['se_zoo_cli:main']
+    loaded = _modules_after(f'import se_zoo_cli\ntry:\n    se_zoo_cli.main({argv!r})\nexcept SystemExit:\n    pass')
+    assert 'se_zoo_cli' in loaded  # the probe saw the command run
+    assert not loaded & {'torch', 'timm', 'se_zoo', 'numpy'}, loaded & {'torch', 'timm', 'se_zoo', 'numpy'}
+
+
+def test_a_command_loads_what_it_runs_and_no_more():
+    loaded = _modules_after('import se_zoo_cli\nse_zoo_cli.main(["list"])')
+    assert {'torch', 'timm', 'se_zoo'} <= loaded
+    assert not loaded & {'onnxruntime', 'onnx', 'matplotlib', 'transformers'}, loaded
+
+
+@pytest.mark.parametrize('command', list(COMMANDS))
+def test_every_listed_command_has_its_arguments(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, '--help'])
+    help_text = capsys.readouterr().out
+    assert exit_info.value.code == 0 and help_text.startswith(f'usage: se-zoo {command} ')
+    assert '--help' in help_text and len(help_text.splitlines()) > 4  # more than argparse's bare -h
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(['--help'])
+    listed = re.findall(r'^    (\w+)\s', capsys.readouterr().out, flags=re.M)
+    assert listed == list(COMMANDS)
+
+
+def test_an_unknown_command_is_named_with_a_close_match(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['finetun', 'se_resnet18'])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unknown command 'finetun'; did you mean finetune?" in err
+    with pytest.raises(SystemExit):
+        main(['zzz'])
+    assert 'the commands are list, info, finetune' in capsys.readouterr().err

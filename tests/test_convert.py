@@ -22,7 +22,7 @@ from torchvision.models.resnet import ResNet
 
 import se_zoo
 from se_zoo.convert import sources as convert_module
-from se_zoo.cli import main
+from se_zoo_cli import main
 from se_zoo.hub.manifest import MANIFEST_ENV
 from se_zoo.models import reload_manifest
 from se_zoo.convert import KNOWN_SOURCES, ConversionError, detect_layout, map_state_dict

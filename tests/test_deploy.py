@@ -4,7 +4,6 @@ trip, and the errors a user gets (through the command line: message and exit sta
 Small networks at small sizes keep the file to about a minute per worker; speed is measured in
 benchmarks/bench_deploy.py, never here.
 """
-import argparse
 import importlib
 import json
 import os
@@ -20,7 +19,7 @@ import torch.nn as nn
 from filelock import FileLock
 
 import se_zoo
-from se_zoo.errors import InvalidArgumentError, MissingDependencyError, SEZooError
+from se_zoo.errors import InvalidArgumentError, MissingDependencyError
 
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
@@ -31,6 +30,7 @@ from se_zoo.deploy import ExportMismatchError, evaluate, export, load  # noqa: E
 from se_zoo.deploy.config import CONFIG_NAME  # noqa: E402
 from se_zoo.deploy.datasets import FASHION_MNIST_CLASSES, calibration_dataset, evaluation_dataset  # noqa: E402
 from se_zoo.deploy.quantize import se_nodes, spatial_means_as_pools  # noqa: E402
+from se_zoo_cli import main as cli_main  # noqa: E402
 
 NARROW_RESNET = dict(channels=(16, 32, 64, 128))
 # One network per family, each at a size that keeps its export to a few seconds.
@@ -65,25 +65,8 @@ def _photo_inputs(photos, model: nn.Module) -> torch.Tensor:
 
 
 def _cli(argv: List[str], capsys) -> Tuple[int, str, str]:
-    """``se-zoo ARGV``: through se_zoo.cli.main once it has the deploy commands, else through a parser of
-    their own with main's handling of user errors (message, exit status 2)."""
-    import se_zoo.cli as cli
-    build = getattr(cli, 'build_parser', None)
-    parser = build() if build is not None else None
-    commands = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {}) \
-        if parser is not None else {}
-    if 'export' in commands and 'predict' in commands:
-        code = cli.main(argv)
-    else:
-        from se_zoo.cli.deploy import add_commands
-        parser = argparse.ArgumentParser(prog='se-zoo')
-        add_commands(parser.add_subparsers(dest='command', required=True))
-        args = parser.parse_args(argv)
-        try:
-            code = args.run(args)
-        except SEZooError as e:
-            print(f'se-zoo {args.command}: error: {e}', file=sys.stderr)
-            code = 2
+    """``se-zoo ARGV``: its exit status, stdout and stderr."""
+    code = cli_main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from se_zoo import data as se_data
-from se_zoo.cli import main
+from se_zoo_cli import main
 from se_zoo.finetune import finetune
 
 # A narrow SE-ResNet-18 at Fashion-MNIST's own 28 px: big enough to learn, small enough for 2 CPU cores.
@@ -178,7 +178,7 @@ def test_resume_refuses_a_changed_recipe_and_a_fresh_run_refuses_to_overwrite(tm
 def test_two_process_gloo_ddp_through_torchrun(tmp_path):
     output = tmp_path / 'ddp'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
-           '-m', 'se_zoo.cli', 'finetune', 'se_resnet18', *TINY_CLI, '--epochs', '1', '--batch-size', '16',
+           '-m', 'se_zoo_cli', 'finetune', 'se_resnet18', *TINY_CLI, '--epochs', '1', '--batch-size', '16',
            '--train-samples', '96', '--eval-samples', '40', '--workers', '0', '--device', 'cpu',
            '--output', str(output)]
     env = dict(os.environ, OMP_NUM_THREADS='1')

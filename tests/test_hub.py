@@ -23,7 +23,7 @@ import se_zoo
 from se_zoo.hub import fetch as hub_fetch
 from se_zoo.hub import manifest as weights
 from se_zoo.models import reload_manifest
-from se_zoo.cli import main as cli_main
+from se_zoo_cli import main as cli_main
 from se_zoo.errors import InvalidArgumentError
 from se_zoo.hub.publish import push, push_folder, save_folder
 from se_zoo.hub.fetch import (

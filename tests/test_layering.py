@@ -1,4 +1,5 @@
-"""The package's import graph, read from the source (AST), points one way and keeps timm's private API in one place.
+"""The import graph of se_zoo and its command line se_zoo_cli, read from the source (AST), points one way and keeps
+timm's private API in one place.
 
 Every import counts, at module level or inside a function: a function-level import that hides a cycle is still
 a cycle. The layers, lowest first (a module may import its own layer's package, or any lower layer):
@@ -10,7 +11,8 @@ a cycle. The layers, lowest first (a module may import its own layer's package, 
 5. what works on a model or the manifest: ``optimize``, ``retrofit``, ``profile``, ``inspection``, ``hub.publish``,
    ``hub.pin``;
 6. the applications: ``convert``, ``finetune``, ``deploy``;
-7. ``cli``, which nothing imports; the package root registers everything and sits above all.
+7. the package root, which registers everything;
+8. the command line, ``se_zoo_cli``: a package of its own, which nothing imports (it starts without torch).
 """
 import ast
 import re
@@ -22,7 +24,8 @@ import timm
 
 import se_zoo  # noqa: F401  (registers the se_* models)
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / 'se_zoo'
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ('se_zoo', 'se_zoo_cli')
 COMPAT_MODULE = 'se_zoo.models._timm_compat'
 
 LAYERS = {
@@ -34,13 +37,13 @@ LAYERS = {
     'se_zoo.optimize': 5, 'se_zoo.retrofit': 5, 'se_zoo.profile': 5, 'se_zoo.inspection': 5, 'se_zoo.hub.publish': 5,
     'se_zoo.hub.pin': 5,
     'se_zoo.convert': 6, 'se_zoo.finetune': 6, 'se_zoo.deploy': 6,
-    'se_zoo.cli': 7,
-    'se_zoo': 8,
+    'se_zoo': 7,
+    'se_zoo_cli': 8,
 }
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix('').parts
+    parts = path.relative_to(ROOT).with_suffix('').parts
     return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
 
 
@@ -64,7 +67,7 @@ def imports(path: Path, name: str, modules: Set[str]) -> Iterator[Tuple[str, int
         where = 'function' if getattr(node, 'lineno', None) in function_lines else 'module'
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split('.')[0] == 'se_zoo':
+                if alias.name.split('.')[0] in PACKAGES:
                     yield alias.name, node.lineno, where
         elif isinstance(node, ast.ImportFrom):
             if node.level:
@@ -73,7 +76,7 @@ def imports(path: Path, name: str, modules: Set[str]) -> Iterator[Tuple[str, int
                 target = '.'.join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ''
-            if target.split('.')[0] != 'se_zoo':
+            if target.split('.')[0] not in PACKAGES:
                 continue
             for alias in node.names:
                 sub = f'{target}.{alias.name}'
@@ -95,7 +98,7 @@ def timm_private_imports(path: Path) -> Iterator[Tuple[int, str]]:
 
 @pytest.fixture(scope='module')
 def graph() -> Dict[str, List[Tuple[str, int, str]]]:
-    files = {module_name(p): p for p in PACKAGE_DIR.rglob('*.py')}
+    files = {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob('*.py')}
     modules = set(files)
     return {name: [edge for edge in imports(path, name, modules) if edge[0] != name]
             for name, path in files.items()}
@@ -130,8 +133,10 @@ def find_cycle(graph: Dict[str, List[Tuple[str, int, str]]]) -> List[str]:
 
 def test_the_import_graph_covers_the_package(graph):
     # The walk must see the package as it is, or the tests below would pass on nothing.
-    assert {'se_zoo.models.se_resnet', 'se_zoo.hub.fetch', 'se_zoo.cli', 'se_zoo.finetune.trainer'} <= set(graph)
+    assert {'se_zoo.models.se_resnet', 'se_zoo.hub.fetch', 'se_zoo_cli', 'se_zoo_cli.finetune',
+            'se_zoo.finetune.trainer'} <= set(graph)
     assert ('se_zoo.hub.fetch', 'module') in {(t, w) for t, _, w in graph['se_zoo.models._pretrained']}
+    assert ('se_zoo.models', 'module') in {(t, w) for t, _, w in graph['se_zoo_cli.models']}
     assert any(w == 'function' for edges in graph.values() for _, _, w in edges), \
         'the CLI imports lazily; a walk that sees no function-level import is not reading function bodies'
 
@@ -160,13 +165,13 @@ def test_dependencies_point_down_the_layers(graph):
 
 
 def test_nothing_imports_the_cli(graph):
-    importers = [f'{name}:{line}' for name, edges in graph.items() if not name.startswith('se_zoo.cli')
-                 for target, line, _ in edges if target.startswith('se_zoo.cli')]
+    importers = [f'{name}:{line}' for name, edges in graph.items() if name.split('.')[0] != 'se_zoo_cli'
+                 for target, line, _ in edges if target.split('.')[0] == 'se_zoo_cli']
     assert not importers
 
 
 def test_private_timm_apis_only_in_the_compat_module():
-    found = {module_name(p): list(timm_private_imports(p)) for p in PACKAGE_DIR.rglob('*.py')}
+    found = {module_name(p): list(timm_private_imports(p)) for package in PACKAGES for p in (ROOT / package).rglob('*.py')}
     assert found[COMPAT_MODULE], 'the compat module is where the private imports are; the check must see them'
     outside = [f'{name}:{line}: {text}' for name, items in found.items() if name != COMPAT_MODULE
                for line, text in items]
@@ -180,7 +185,7 @@ def test_the_installed_timm_is_in_the_declared_range_and_has_what_the_floor_is_f
     The floor is the first timm whose create_model records the model's keywords (``model._model_args``), which
     se_zoo's config.json is written from; an older timm would publish ablations without their keywords.
     """
-    pyproject = (PACKAGE_DIR.parent / 'pyproject.toml').read_text()
+    pyproject = (ROOT / 'pyproject.toml').read_text()
     floor, cap = re.search(r'"timm>=([\d.]+),<([\d.]+)"', pyproject).groups()
     version = lambda text: tuple(int(part) for part in text.split('.')[:3])  # noqa: E731
     assert version(floor) <= version(timm.__version__) < version(cap), (timm.__version__, floor, cap)

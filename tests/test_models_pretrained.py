@@ -14,7 +14,7 @@ import timm
 import torch
 
 import se_zoo
-from se_zoo.cli import main
+from se_zoo_cli import main
 from se_zoo.finetune import finetune
 from se_zoo.hub.fetch import ChecksumMismatchError, TruncatedDownloadError
 from se_zoo.hub.manifest import MANIFEST_ENV, MANIFEST_PATH, is_pinned, load_manifest

@@ -1,4 +1,4 @@
-"""The recipe of a fine-tuning run, as plain data: no torch here, so the command line can show it quickly."""
+"""The recipe of a fine-tuning run, as plain data with its checks: no torch in this module."""
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 

@@ -1,20 +1,17 @@
-"""``se-zoo export`` and ``se-zoo predict``: the command line of ``se_zoo.deploy``.
-
-torch, timm, onnx and se_zoo.deploy are imported inside the run functions, not here, so that ``se-zoo --help``
-and every other subcommand start without loading them (start-up time, not an optional dependency).
-"""
+"""``se-zoo export`` and ``se-zoo predict``: the command line of ``se_zoo.deploy``."""
 import argparse
+from typing import Callable, Dict
 
-from ._help import HelpFormatter
+import numpy as np
 
-__all__ = ['add_commands']
+from se_zoo.deploy import evaluate, export, load
+from se_zoo.deploy.datasets import FASHION_MNIST
+from se_zoo.errors import InvalidArgumentError, MissingFileError
+
+__all__ = ['ARGUMENTS']
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..deploy import evaluate, export  # lazy: start-up time of the CLI, see the module docstring
-    from ..deploy.datasets import FASHION_MNIST
-    from ..errors import InvalidArgumentError
-
     eval_data = args.evaluate
     if eval_data == _FROM_CALIBRATION:
         if args.calibration != FASHION_MNIST:
@@ -45,8 +42,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ..deploy import load  # lazy: start-up time of the CLI, see the module docstring
-
     model = load(args.export, precision=args.precision)
     for item in args.images:
         # An .npy file is a batch already preprocessed (N x C x H x W, or one C x H x W); anything else an image.
@@ -59,9 +54,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_array(path: str):
-    import numpy as np
-    from ..errors import InvalidArgumentError, MissingFileError
+def _read_array(path: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError as e:
@@ -74,14 +67,10 @@ def _read_array(path: str):
 _FROM_CALIBRATION = '<calibration>'
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``export`` and ``predict`` to the ``se-zoo`` subcommands."""
-    p = sub.add_parser(
-        'export', formatter_class=HelpFormatter,
-        help='export a model to ONNX (optionally int8), checked against PyTorch',
-        description='Export SOURCE to the folder OUT: model.onnx (float32, dynamic batch), model.int8.onnx with '
-                    '--int8, and deploy.json (preprocessing and label names). The export must match PyTorch on '
-                    "skimage.data's photos within the tolerance, or nothing is written.")
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.description = ('Export SOURCE to the folder OUT: model.onnx (float32, dynamic batch), model.int8.onnx with '
+                     '--int8, and deploy.json (preprocessing and label names). The export must match PyTorch on '
+                     "skimage.data's photos within the tolerance, or nothing is written.")
     p.add_argument('source', help='model name (se_resnet50), name.tag, hf-hub:ORG/NAME, local-dir:PATH or a '
                                   'folder written by se-zoo finetune (runs/x/best)')
     p.add_argument('out', help='folder to write; must not exist or be empty (or hold an earlier export, with '
@@ -101,10 +90,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.set_defaults(run=_export)
 
-    p = sub.add_parser(
-        'predict', formatter_class=HelpFormatter, help='top-5 classes of images with an exported model',
-        description='Run an export folder written by se-zoo export on image files (resized and normalised as '
-                    'deploy.json says) or preprocessed .npy arrays, and print the top classes of each image.')
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.description = ('Run an export folder written by se-zoo export on image files (resized and normalised as '
+                     'deploy.json says) or preprocessed .npy arrays, and print the top classes of each image.')
     p.add_argument('export', help='export folder (holds deploy.json)')
     p.add_argument('images', nargs='+',
                    help='image files, or .npy arrays already preprocessed to the input size (N x C x H x W)')
@@ -113,3 +102,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="which file to run (default: the export's own, int8 where written)")
     p.set_defaults(run=_predict)
 
+
+ARGUMENTS: Dict[str, Callable[[argparse.ArgumentParser], None]] = {'export': _add_export, 'predict': _add_predict}

@@ -1,6 +1,0 @@
-"""``python -m se_zoo.cli``: the ``se-zoo`` command (e.g. under ``torchrun --nproc-per-node N -m se_zoo.cli``)."""
-import sys
-
-from . import main
-
-sys.exit(main())
