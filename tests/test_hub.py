@@ -429,20 +429,41 @@ def test_offline_with_and_without_cache(published, tmp_path, hub_server, monkeyp
     assert time.monotonic() - start < 5
 
 
-def test_unreachable_hub_names_endpoint_and_repo(published, tmp_path, monkeypatch, no_backoff_wait):
+@pytest.fixture
+def dead_endpoint(monkeypatch) -> str:
+    """HF_ENDPOINT set to a port nothing listens on (what HF_ENDPOINT=<it> at import time would have set)."""
     import socket
-    pub = published['mobilenet']
-    with socket.socket() as s:  # a port nothing listens on
+    with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         dead = 'http://127.0.0.1:%d' % s.getsockname()[1]
-    # What HF_ENDPOINT=<dead> at import time would have set.
     monkeypatch.setattr(constants, 'ENDPOINT', dead)
     monkeypatch.setattr(constants, 'HUGGINGFACE_CO_URL_TEMPLATE', dead + '/{repo_id}/resolve/{revision}/{filename}')
+    return dead
+
+
+def test_unreachable_hub_fails_at_once_naming_endpoint_and_repo(published, tmp_path, dead_endpoint, no_backoff_wait):
+    pub = published['mobilenet']
     with pytest.raises(HubUnreachableError) as err:
         timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path)
     message = str(err.value)
-    assert dead in message and 'HF_ENDPOINT' in message and 'HF_HUB_OFFLINE' in message and pub.repo_id in message
-    assert no_backoff_wait  # the client retried before giving up
+    assert dead_endpoint in message and 'HF_ENDPOINT' in message and 'HF_HUB_OFFLINE' in message
+    assert pub.repo_id in message
+    with pytest.raises(HubUnreachableError, match='config.json of se-zoo-test/elsewhere'):
+        se_zoo.load_model('hf-hub:se-zoo-test/elsewhere', cache_dir=tmp_path)
+    # A refused connection is the answer: the Hub client's backoff (about 23 s of waits) is not entered.
+    assert no_backoff_wait == []
+
+
+def test_unreachable_hub_still_loads_a_cached_file(published, tmp_path, hub_server, monkeypatch, no_backoff_wait):
+    pub = published['mobilenet']
+    timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path)
+    requests = len(hub_server.requests)
+    dead_endpoint = 'http://127.0.0.1:9'  # the discard port: nothing listens
+    monkeypatch.setattr(constants, 'ENDPOINT', dead_endpoint)
+    monkeypatch.setattr(constants, 'HUGGINGFACE_CO_URL_TEMPLATE',
+                        dead_endpoint + '/{repo_id}/resolve/{revision}/{filename}')
+    assert _state_dicts_equal(timm.create_model(pub.name, pretrained=True, cache_dir=tmp_path), pub.model)
+    assert len(hub_server.requests) == requests and no_backoff_wait == []
 
 
 def _fetch_in_child(name: str, cache_dir: str, barrier, results) -> None:

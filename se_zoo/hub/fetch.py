@@ -31,16 +31,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
     HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
 )
 from huggingface_hub.utils.sha import git_hash, sha_fileobj
 
 try:  # huggingface_hub 2.x speaks HTTP through its own httpx fork, 1.x through httpx
-    from httpx2 import TransportError
+    from httpx2 import ConnectError, ConnectTimeout, TransportError
 except ImportError:
-    from httpx import TransportError
+    from httpx import ConnectError, ConnectTimeout, TransportError
 
 from ..errors import SEZooError
 from ..version import __version__
@@ -123,9 +123,37 @@ def file_sha256(path: Union[str, Path]) -> str:
         return sha_fileobj(f).hex()
 
 
+def _unreachable(where: str) -> HubUnreachableError:
+    return HubUnreachableError(
+        f'cannot reach the Hub at {_endpoint()} (HF_ENDPOINT) to fetch {where}, and no cached copy exists; '
+        'check the connection / HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use a populated cache')
+
+
+def _check_connection(repo_id: str, filename: str, revision: Optional[str],
+                      cache_dir: Optional[Union[str, Path]], where: str) -> None:
+    """Fail at once when a file that is not cached cannot be fetched because no connection can be made.
+
+    With no cached copy to fall back to, ``hf_hub_download`` retries network errors with backoff (about 23 s in
+    huggingface_hub 2.x) before it gives up. An unknown host or a refused connection will not change in 23 s, so
+    the file's metadata is asked for once first, without retries: no connection (or none within
+    HF_HUB_ETAG_TIMEOUT) is the answer. An HTTP answer, even an error, is left to ``hf_hub_download``, which
+    retries a 5xx as the Hub client always does. A cached file needs no check: the client falls back to it.
+    """
+    if constants.is_offline_mode() or isinstance(try_to_load_from_cache(repo_id, filename, cache_dir, revision), str):
+        return
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), timeout=constants.HF_HUB_ETAG_TIMEOUT,
+                             library_name='se_zoo', library_version=__version__)
+    except (ConnectError, ConnectTimeout) as e:
+        raise _unreachable(where) from e
+    except HfHubHTTPError:
+        pass  # the Hub answered: hf_hub_download reports it
+
+
 def _download(repo_id: str, filename: str, revision: Optional[str], cache_dir: Optional[Union[str, Path]]) -> Path:
     """``hf_hub_download`` with its errors turned into ones that say what to do."""
     where = _where(repo_id, revision, filename)
+    _check_connection(repo_id, filename, revision, cache_dir, where)
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
                                     library_name='se_zoo', library_version=__version__))
@@ -148,9 +176,7 @@ def _download(repo_id: str, filename: str, revision: Optional[str], cache_dir: O
             raise HubUnreachableError(
                 f'HF_HUB_OFFLINE=1 is set and {where} is not in the Hub cache '
                 f'({cache_dir or constants.HF_HUB_CACHE}); unset HF_HUB_OFFLINE to download it once') from e
-        raise HubUnreachableError(
-            f'cannot reach the Hub at {_endpoint()} (HF_ENDPOINT) to fetch {where}, and no cached copy exists; '
-            'check the connection / HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use a populated cache') from e
+        raise _unreachable(where) from e
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else 'an error'
         raise WeightsError(f'the Hub at {_endpoint()} answered {status} for {where}; retry later') from e
