@@ -12,7 +12,7 @@ import difflib
 import importlib
 import importlib.metadata
 import sys
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Any, List, NamedTuple, Optional, Sequence
 
 from ._help import HelpFormatter
 
@@ -41,11 +41,12 @@ COMMANDS = {
 class _Version(argparse.Action):
     """``--version``, read from the installed distribution's metadata so that it needs no import of se_zoo."""
 
-    def __init__(self, option_strings: List[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+    def __init__(self, option_strings: List[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
                          help="show se_zoo's version and exit", **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values, option_string=None):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: Optional[str] = None) -> None:
         try:
             version = importlib.metadata.version('se-zoo')
         except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
@@ -54,7 +55,7 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def command_of(argv: Sequence[str]) -> Optional[str]:
+def _command_of(argv: Sequence[str]) -> Optional[str]:
     """The command ``argv`` runs: its first word that is not an option (the top level's options take no value)."""
     return next((arg for arg in argv if not arg.startswith('-')), None)
 
@@ -74,7 +75,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``se-zoo``; errors a user can act on are printed without a traceback and exit with status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = command_of(argv)
+    command = _command_of(argv)
     if command is not None and command not in COMMANDS:
         close = difflib.get_close_matches(command, COMMANDS, n=3)
         hint = f'; did you mean {" or ".join(close)}?' if close else f'; the commands are {", ".join(COMMANDS)}'

@@ -136,8 +136,9 @@ def _check_connection(repo_id: str, filename: str, revision: Optional[str],
     With no cached copy to fall back to, ``hf_hub_download`` retries network errors with backoff (about 23 s in
     huggingface_hub 2.x) before it gives up. An unknown host or a refused connection will not change in 23 s, so
     the file's metadata is asked for once first, without retries: no connection (or none within
-    HF_HUB_ETAG_TIMEOUT) is the answer. An HTTP answer, even an error, is left to ``hf_hub_download``, which
-    retries a 5xx as the Hub client always does. A cached file needs no check: the client falls back to it.
+    HF_HUB_ETAG_TIMEOUT) is the answer. Anything else, an HTTP answer (even a 5xx) or a failure that may pass
+    (a read timeout), is left to ``hf_hub_download``, which retries it as the Hub client always does. A cached
+    file needs no check: the client falls back to it.
     """
     if constants.is_offline_mode() or isinstance(try_to_load_from_cache(repo_id, filename, cache_dir, revision), str):
         return
@@ -146,8 +147,8 @@ def _check_connection(repo_id: str, filename: str, revision: Optional[str],
                              library_name='se_zoo', library_version=__version__)
     except (ConnectError, ConnectTimeout) as e:
         raise _unreachable(where) from e
-    except HfHubHTTPError:
-        pass  # the Hub answered: hf_hub_download reports it
+    except (HfHubHTTPError, TransportError):
+        pass  # an answer, or a failure that may pass (a read timeout): hf_hub_download retries and reports it
 
 
 def _download(repo_id: str, filename: str, revision: Optional[str], cache_dir: Optional[Union[str, Path]]) -> Path:
