@@ -4,7 +4,8 @@ from typing import Callable, Dict
 
 import numpy as np
 
-from se_zoo.deploy import evaluate, export, load
+from se_zoo.deploy import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_TOLERANCE, evaluate, export, load
+from se_zoo.deploy.config import PRECISIONS
 from se_zoo.deploy.datasets import FASHION_MNIST
 from se_zoo.errors import InvalidArgumentError, MissingFileError
 
@@ -78,13 +79,13 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument('--int8', action='store_true', help="also write int8 by ONNX Runtime's static quantization")
     p.add_argument('--calibration', default=None, metavar='DATA',
                    help="int8 calibration images: 'fashion-mnist' (its train split) or an ImageFolder directory")
-    p.add_argument('--calibration-samples', type=int, default=256, metavar='N', help='calibration images to use')
+    p.add_argument('--calibration-samples', type=int, default=DEFAULT_CALIBRATION_SAMPLES, metavar='N', help='calibration images to use')
     p.add_argument('--evaluate', nargs='?', const=_FROM_CALIBRATION, default=None, metavar='DATA',
                    help="print top-1 accuracy of each precision on 'fashion-mnist' (its 10k test images) or an "
                         "ImageFolder directory; without DATA, the calibration set's test split (fashion-mnist only)")
     p.add_argument('--eval-samples', type=int, default=None, metavar='N',
                    help='evaluate on N images (default: all of them)')
-    p.add_argument('--tolerance', type=float, default=1e-4,
+    p.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
                    help='largest accepted max-abs logit difference vs PyTorch, relative to max(1, max|logit|)')
     p.add_argument('--overwrite', action='store_true', help='replace an earlier export in OUT')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
@@ -98,7 +99,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument('images', nargs='+',
                    help='image files, or .npy arrays already preprocessed to the input size (N x C x H x W)')
     p.add_argument('--top-k', type=int, default=5, help='classes to print per image')
-    p.add_argument('--precision', choices=('fp32', 'int8'), default=None,
+    p.add_argument('--precision', choices=PRECISIONS, default=None,
                    help="which file to run (default: the export's own, int8 where written)")
     p.set_defaults(run=_predict)
 
