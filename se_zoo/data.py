@@ -1,4 +1,5 @@
-"""Datasets for fine-tuning: the built-in Fashion-MNIST and ImageFolder directories (through ``timm.data``).
+"""Datasets for fine-tuning: the built-in Fashion-MNIST and ImageFolder directories (through ``timm.data``); and
+the real photos that conversions and exports are checked on.
 
 Both kinds are map-style datasets that yield ``(PIL image, class_index)``; ``TransformedDataset`` applies a
 ``timm.data.create_transform`` pipeline on top. Problems a user can fix (a missing directory, an empty class folder, an
@@ -6,7 +7,7 @@ unreadable image, Fashion-MNIST not installed) raise an error that names the pat
 """
 import gzip
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -15,11 +16,11 @@ from timm.data import ImageDataset
 from timm.data.readers.img_extensions import get_img_extensions
 from timm.data.readers.reader_image_folder import find_images_and_targets
 
-from .errors import InvalidArgumentError, MissingFileError
+from .errors import InvalidArgumentError, MissingDependencyError, MissingFileError
 
 __all__ = [
-    'FASHION_MNIST', 'FASHION_MNIST_ROOT', 'FASHION_MNIST_CLASSES', 'FashionMNIST', 'ImageFolder',
-    'TransformedDataset', 'create_datasets', 'eval_split_name', 'read_idx',
+    'FASHION_MNIST', 'FASHION_MNIST_ROOT', 'FASHION_MNIST_CLASSES', 'PHOTO_NAMES', 'FashionMNIST', 'ImageFolder',
+    'TransformedDataset', 'create_datasets', 'eval_split_name', 'photos', 'random_subset', 'read_idx',
 ]
 
 FASHION_MNIST = 'fashion-mnist'
@@ -32,6 +33,9 @@ _FASHION_MNIST_FILES = {
 }
 # IDX magic numbers: 0x00000803 is a 3-d uint8 array (images), 0x00000801 a 1-d uint8 array (labels).
 _IDX_UINT8_MAGIC = {3: 2051, 1: 2049}
+# skimage.data's bundled photos (CC0 / public domain): a cat, a cup, a person and a rocket, different enough
+# in content and colour to drive every channel of a network.
+PHOTO_NAMES = ('chelsea', 'coffee', 'astronaut', 'rocket')
 # Names of an ImageFolder root's evaluation split, in order of preference (timm's own search order).
 EVAL_SPLIT_NAMES = ('val', 'validation', 'test')
 
@@ -198,7 +202,7 @@ def create_datasets(
     train_root, eval_root = _image_folder_splits(Path(data))
     train = ImageFolder(train_root)
     evaluation = ImageFolder(eval_root, class_to_idx=train.reader.class_to_idx)
-    return _random_subset(train, train_samples), _random_subset(evaluation, eval_samples), train.classes
+    return random_subset(train, train_samples), random_subset(evaluation, eval_samples), train.classes
 
 
 class TransformedDataset(torch.utils.data.Dataset):
@@ -216,9 +220,21 @@ class TransformedDataset(torch.utils.data.Dataset):
         return self.transform(img), target
 
 
-def _random_subset(dataset: torch.utils.data.Dataset, num_samples: Optional[int]) -> torch.utils.data.Dataset:
+def random_subset(dataset: torch.utils.data.Dataset, num_samples: Optional[int]) -> torch.utils.data.Dataset:
+    """``num_samples`` items of ``dataset`` drawn at random (seed 0, in index order), or all of it (None)."""
     # Folders are read in class order, so a prefix would drop whole classes: take a fixed random subset instead.
     if num_samples is None or num_samples >= len(dataset):
         return dataset
     indices = np.sort(np.random.default_rng(0).permutation(len(dataset))[:num_samples])
     return torch.utils.data.Subset(dataset, indices.tolist())
+
+
+def photos() -> List[Image.Image]:
+    """The photos of ``PHOTO_NAMES`` from ``skimage.data``, as RGB PIL images."""
+    try:
+        from skimage import data as skimage_data  # optional: only the checks of conversions and exports need it
+    except ImportError:
+        raise MissingDependencyError(
+            "conversions and exports are checked on skimage.data's photos, which need scikit-image: "
+            "pip install 'se-zoo[convert]' or 'se-zoo[deploy]'") from None
+    return [Image.fromarray(getattr(skimage_data, name)()) for name in PHOTO_NAMES]

@@ -3,7 +3,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from .equivalence import PHOTO_NAMES, LogitDifference
+from ..data import PHOTO_NAMES
+from .equivalence import LogitDifference
 from .sources import LoadedSource
 
 __all__ = ['conversion_card']

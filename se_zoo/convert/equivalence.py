@@ -3,32 +3,22 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
-from ..errors import MissingDependencyError
+from ..data import photos
 
-__all__ = ['DEFAULT_TOLERANCE', 'PHOTO_NAMES', 'LogitDifference', 'logit_difference', 'photo_batch']
+__all__ = ['DEFAULT_TOLERANCE', 'LogitDifference', 'logit_difference', 'photo_batch']
 
 # Largest logit difference accepted between source and converted model, as a fraction of the largest |logit|
 # (at least 1): fp32 carries ~7 significant digits, and two implementations that order their sums differently
 # (torchvision vs timm; se_zoo's fused SE-ResNet eval path) differ by a few ulps per layer.
 DEFAULT_TOLERANCE = 1e-5
 
-# Real photos for the equivalence check (bundled with scikit-image, CC0 / public domain).
-PHOTO_NAMES = ('chelsea', 'coffee', 'astronaut', 'rocket')
-
 
 def photo_batch(model: nn.Module) -> torch.Tensor:
-    """The real photos of the check (``PHOTO_NAMES``) through ``model``'s eval transform, as one batch."""
-    try:
-        # optional: scikit-image is the 'convert' extra, and only this check needs it
-        from skimage import data
-    except ImportError:
-        raise MissingDependencyError(
-            "the equivalence check runs on skimage.data photos: pip install 'se-zoo[convert]'") from None
+    """The real photos of the check (``se_zoo.data.PHOTO_NAMES``) through ``model``'s eval transform, as one batch."""
     transform = create_transform(**resolve_data_config({}, model=model))
-    return torch.stack([transform(Image.fromarray(getattr(data, name)())) for name in PHOTO_NAMES])
+    return torch.stack([transform(photo) for photo in photos()])
 
 
 class LogitDifference(NamedTuple):

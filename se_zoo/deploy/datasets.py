@@ -4,30 +4,16 @@ This is the one module of ``se_zoo.deploy`` that imports ``se_zoo.data``: calibr
 fine-tuning accepts (``'fashion-mnist'`` or an ImageFolder directory), with the same checks up front.
 """
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
-import numpy as np
 import torch
-from PIL import Image
 
 from .. import data
-from ..errors import InvalidArgumentError, MissingFileError, SEZooError
-from ._dependencies import require
+from ..data import FASHION_MNIST, FASHION_MNIST_CLASSES, PHOTO_NAMES, photos
+from ..errors import InvalidArgumentError, MissingFileError
 
 __all__ = [
     'FASHION_MNIST', 'FASHION_MNIST_CLASSES', 'PHOTO_NAMES', 'calibration_dataset', 'evaluation_dataset', 'photos']
-
-FASHION_MNIST = 'fashion-mnist'
-FASHION_MNIST_CLASSES = tuple(data.FASHION_MNIST_CLASSES)
-# skimage.data's bundled photos (CC0 / public domain): a cat, a cup, a person and a rocket, different enough
-# in content and colour to drive every channel of a network.
-PHOTO_NAMES = ('chelsea', 'coffee', 'astronaut', 'rocket')
-
-
-def photos() -> List[Image.Image]:
-    """The four natural photos of ``skimage.data`` as RGB PIL images."""
-    skimage_data = require('skimage').data
-    return [Image.fromarray(getattr(skimage_data, name)()) for name in PHOTO_NAMES]
 
 
 def calibration_dataset(source: Union[str, Path], num_samples: int) -> torch.utils.data.Dataset:
@@ -40,12 +26,8 @@ def calibration_dataset(source: Union[str, Path], num_samples: int) -> torch.uti
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise InvalidArgumentError(f'calibration_samples={num_samples!r} must be a positive integer')
     if str(source) == FASHION_MNIST:
-        return _checked(lambda: data.FashionMNIST('train', num_samples=num_samples))
-    dataset = _image_folder(source)
-    if num_samples >= len(dataset):
-        return dataset
-    indices = np.sort(np.random.default_rng(0).permutation(len(dataset))[:num_samples])
-    return torch.utils.data.Subset(dataset, indices.tolist())
+        return data.FashionMNIST('train', num_samples=num_samples)
+    return data.random_subset(_image_folder(source), num_samples)
 
 
 def evaluation_dataset(
@@ -63,36 +45,19 @@ def evaluation_dataset(
             raise InvalidArgumentError(
                 f'the model predicts {len(label_names)} classes ({", ".join(label_names[:4])}, ...), not '
                 f"Fashion-MNIST's; evaluate it on an ImageFolder directory of its own classes")
-        return _checked(lambda: data.FashionMNIST('test', num_samples=num_samples))
+        return data.FashionMNIST('test', num_samples=num_samples)
     if label_names is None:
         raise InvalidArgumentError(
             'the export has no label names, so the class folders of an evaluation directory cannot be matched '
             "to the model's outputs; export a model whose pretrained_cfg has label_names")
-    dataset = _image_folder(source, class_to_idx={name: i for i, name in enumerate(label_names)})
-    if num_samples is None or num_samples >= len(dataset):
-        return dataset
-    indices = np.sort(np.random.default_rng(0).permutation(len(dataset))[:num_samples])
-    return torch.utils.data.Subset(dataset, indices.tolist())
+    return data.random_subset(_image_folder(source, class_to_idx={name: i for i, name in enumerate(label_names)}),
+                              num_samples)
 
 
 def _image_folder(root: Union[str, Path], **kwargs) -> torch.utils.data.Dataset:
     root = Path(root)
-    if not root.exists():
+    if not root.exists():  # se_zoo.data's own message would not say that 'fashion-mnist' is an option here
         raise MissingFileError(
             f"image directory {root} does not exist; give an ImageFolder directory (<class>/<images>) or "
             f"'{FASHION_MNIST}'")
-    return _checked(lambda: data.ImageFolder(root, **kwargs))
-
-
-def _checked(build):
-    """``build()``, with se_zoo.data's plain ValueError / FileNotFoundError for a bad dataset (which name the path
-    and the fix) raised as the se_zoo errors that the command line reports without a traceback."""
-    try:
-        return build()
-    except SEZooError:
-        raise
-    except FileNotFoundError as e:
-        raise MissingFileError(str(e)) from e
-    except ValueError as e:
-        raise InvalidArgumentError(str(e)) from e
-
+    return data.ImageFolder(root, **kwargs)
