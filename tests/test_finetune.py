@@ -146,7 +146,8 @@ def _interrupt_after_first(stats) -> None:
 def test_a_finished_run_extends_to_more_epochs(tmp_path, capsys):
     options = dict(batch_size=32, train_samples=128, eval_samples=64, workers=0, progress=False, seed=5, lr=3e-3,
                    **TINY)
-    done = finetune('se_resnet18', output=str(tmp_path / 'run'), epochs=1, **options)
+    # Started as the Quick start starts its run, with overwrite: the resume must not inherit that flag.
+    done = finetune('se_resnet18', output=str(tmp_path / 'run'), epochs=1, overwrite=True, **options)
     after_one = _state(done.last_dir)
     assert main(['finetune', '--output', str(tmp_path / 'run'), '--resume', '--epochs', '2', '--no-progress']) == 0
     assert 'after 2 epochs' in capsys.readouterr().out

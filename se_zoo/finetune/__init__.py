@@ -100,9 +100,11 @@ def _resumed_config(options: Dict[str, Any]) -> FinetuneConfig:
         raise MissingFileError(f'resume: no checkpoint under {output} (expected {output / "last"})')
     state = read_training_state(last)
     saved = state['config']
-    given = config_json(FinetuneConfig(**dict(saved, **options)))  # normalised like the saved recipe
+    # The saved recipe says how the run was started (overwrite=True, say); this session resumes it.
+    config = FinetuneConfig(**dict(saved, **dict(options, resume=True, overwrite=False)))
+    given = config_json(config)  # normalised like the saved recipe
     check_resumable(saved, {k: given[k] for k in options}, state['epoch'], last)
-    return FinetuneConfig(**dict(saved, **dict(options, resume=True, overwrite=False)))
+    return config
 
 
 def _check_training_options(config: FinetuneConfig) -> None:
