@@ -129,10 +129,8 @@ def _check_training_options(config: FinetuneConfig) -> None:
 
 def _check_output(config: FinetuneConfig) -> None:
     output = Path(config.output)
-    has_checkpoint = find_last(output) is not None
-    if config.resume and not has_checkpoint:
-        raise MissingFileError(f'resume: no checkpoint under {output} (expected {output / "last"})')
-    if not config.resume and not config.overwrite and has_checkpoint:
+    # (A resumed config comes from _resumed_config, which has found the checkpoint already.)
+    if not config.resume and not config.overwrite and find_last(output) is not None:
         raise InvalidArgumentError(
             f'{output} already holds a checkpoint; pass resume=True (--resume) to continue it, overwrite=True '
             '(--overwrite) to replace it, or choose another output directory')

@@ -26,7 +26,7 @@ from ..models import load_model
 from ..retrofit import add_se, name_as_se_zoo_architecture
 from .checkpoint import (
     TRAINING_STATE_NAME, check_resumable, config_json, find_last, has_extra_keys, init_model_args, load_init, optimizer_state,
-    optimizer_state_dict, read_init,
+    optimizer_state_dict, read_init, read_training_state,
 )
 from .config import FinetuneConfig
 
@@ -335,7 +335,7 @@ class Trainer:
 
     def _load_resume_state(self, model, optimizer, scheduler) -> Dict[str, Any]:
         last = find_last(self.output)
-        meta = json.loads((last / f'{TRAINING_STATE_NAME}.json').read_text())
+        meta = read_training_state(last)
         saved, current = meta['config'], config_json(self.config)
         check_resumable(saved, current, meta['epoch'], last)
         model.load_state_dict(load_file(str(last / 'model.safetensors')))
