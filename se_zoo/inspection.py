@@ -18,14 +18,14 @@ from timm.data import create_transform, resolve_model_data_config
 from .data import TransformedDataset, create_datasets
 from .errors import InvalidArgumentError, MissingDependencyError, MissingFileError
 from .files import atomic_write_bytes
-from .models import SE_MODULE_TYPES, load_model
+from .models import load_model, named_se_modules
 
 __all__ = ['excitations', 'class_mean_excitations', 'plot_class_excitations', 'inspect_excitations', 'se_block_names']
 
 
 def se_block_names(model: nn.Module) -> List[str]:
     """Names of the model's SE blocks (se_zoo's and timm's), in module order (execution order for se_zoo models)."""
-    return [name for name, m in model.named_modules() if isinstance(m, SE_MODULE_TYPES)]
+    return [name for name, _ in named_se_modules(model)]
 
 
 @torch.no_grad()
@@ -38,7 +38,7 @@ def excitations(model: nn.Module, images: torch.Tensor) -> Dict[str, torch.Tenso
     Raises:
         InvalidArgumentError: the model has no SE block.
     """
-    names = {m: name for name, m in model.named_modules() if isinstance(m, SE_MODULE_TYPES)}
+    names = {m: name for name, m in named_se_modules(model)}
     if not names:
         raise InvalidArgumentError(f'{type(model).__name__} has no SE block; use an se_zoo model or '
                          f'se_zoo.add_se(model) first')

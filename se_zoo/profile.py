@@ -6,7 +6,7 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import SE_MODULE_TYPES, load_model
+from .models import load_model, named_se_modules
 
 __all__ = ['ModelProfile', 'profile_model']
 
@@ -40,9 +40,9 @@ def profile_model(name: str, input_size: Optional[Tuple[int, int, int]] = None, 
     """
     model = load_model(name, pretrained=False, **kwargs).eval()
     input_size = tuple(input_size or model.pretrained_cfg['input_size'])
-    se_modules = {n for n, m in model.named_modules() if isinstance(m, SE_MODULE_TYPES)}
+    se_modules = dict(named_se_modules(model))
     params = sum(p.numel() for p in model.parameters())
-    se_params = sum(p.numel() for n, m in model.named_modules() if n in se_modules for p in m.parameters())
+    se_params = sum(p.numel() for m in se_modules.values() for p in m.parameters())
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         model(torch.zeros(1, *input_size))

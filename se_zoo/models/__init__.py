@@ -1,4 +1,8 @@
 """se_zoo's model families; importing this package registers every entrypoint with timm."""
+from typing import Iterator, Tuple
+
+import torch.nn as nn
+
 from ._factory import check_model_name, close_model_names, list_models, load_model
 from timm.layers import EffectiveSEModule, EffectiveSqueezeExcite, SEModule
 from timm.layers import SqueezeExcite as TimmSqueezeExcite
@@ -14,3 +18,8 @@ from .se_resnet import *
 # (each applies ``self.gate`` as a module to its excitation).
 SE_MODULE_TYPES = (SqueezeExcite, SEModule, EffectiveSEModule, TimmSqueezeExcite, EffectiveSqueezeExcite,
                    MBConvSqueezeExcite)
+
+
+def named_se_modules(model: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
+    """``(name, module)`` of every SE layer in ``model`` (``SE_MODULE_TYPES``), in module order."""
+    return ((name, m) for name, m in model.named_modules() if isinstance(m, SE_MODULE_TYPES))
