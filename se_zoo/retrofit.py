@@ -35,7 +35,7 @@ from torchvision.models import resnet as tv_resnet
 
 from .errors import InvalidArgumentError
 from .models import list_models
-from .models._timm_compat import record_model_args, recorded_model_args
+from .models._timm_compat import recorded_model_args, update_model_args
 from .squeeze_excite import SqueezeExcite, se_layer_from_kwargs
 
 __all__ = ['add_se', 'name_as_se_zoo_architecture', 'SUPPORTED_FAMILIES', 'TorchvisionSEBasicBlock', 'TorchvisionSEBottleneck', 'SEConvNeXtBlock']
@@ -250,5 +250,5 @@ def name_as_se_zoo_architecture(model: nn.Module, **se_kwargs: Any) -> Optional[
     if shapes != {k: v.shape for k, v in counterpart.state_dict().items()}:
         return None
     model.pretrained_cfg = dict(model.pretrained_cfg, architecture=target)
-    record_model_args(model, se_kwargs)
+    update_model_args(model, **se_kwargs)
     return target

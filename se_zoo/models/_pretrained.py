@@ -21,7 +21,7 @@ from ..errors import InvalidArgumentError
 from ..hub.fetch import WeightsNotFoundError, fetch_pretrained
 from ..hub.manifest import load_manifest, published_cfgs
 from ..state_dicts import pretrained_filter
-from ._timm_compat import record_model_args
+from ._timm_compat import update_model_args
 
 __all__ = ['base_cfg', 'family_default_cfgs', 'verified_pretrained', 'reload_manifest']
 
@@ -113,7 +113,7 @@ def verified_pretrained(entrypoint: Callable[..., nn.Module]) -> Callable[..., n
             kwargs, weight_args = _verified_kwargs(entrypoint.__name__, kwargs)
         model = entrypoint(pretrained, **kwargs)
         if weight_args:
-            record_model_args(model, weight_args)
+            update_model_args(model, **weight_args)
         return model
 
     return create

@@ -23,22 +23,16 @@ from timm.models._efficientnet_blocks import SqueezeExcite as MBConvSqueezeExcit
 # Writes timm's config.json (architecture, model_args recorded by timm.create_model, pretrained_cfg); timm's
 # public push_to_hf_hub uploads at once, and se_zoo must write, check and then publish.
 from timm.models._hub import save_config_for_hf
+# Adds keywords to timm's record of a model's constructor keywords (model._model_args, written to config.json)
+# for a change made after construction: the keywords a manifest weight needs, an SE retrofit's. timm.models does
+# not export it.
+from timm.models._input import update_model_args
 
 __all__ = [
     '_gen_efficientnet', '_create_effnet', '_create_mnv3', 'decode_arch_def', 'resolve_act_layer',
     'resolve_bn_args', 'round_channels', 'ConvBnAct', 'DepthwiseSeparableConv', 'EdgeResidual',
-    'InvertedResidual', 'MBConvSqueezeExcite', 'save_config_for_hf', 'record_model_args', 'recorded_model_args',
+    'InvertedResidual', 'MBConvSqueezeExcite', 'save_config_for_hf', 'update_model_args', 'recorded_model_args',
 ]
-
-
-def record_model_args(model: nn.Module, model_args: Dict[str, Any]) -> None:
-    """Add constructor keywords to the record ``timm.create_model`` keeps for ``save_config_for_hf``.
-
-    timm records the caller's keywords in ``model._model_args`` (merged over any record the entrypoint left);
-    weights that need keywords of their own (a manifest entry's ``model_args``) add them here, since timm has no
-    public setter.
-    """
-    model._model_args = dict(getattr(model, '_model_args', None) or {}, **model_args)
 
 
 def recorded_model_args(model: nn.Module) -> Dict[str, Any]:
