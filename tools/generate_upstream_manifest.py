@@ -21,7 +21,7 @@ from typing import Any, Dict, List
 import timm
 
 import se_zoo  # noqa: F401  (registers the se_* architectures)
-from se_zoo.hub.manifest import CFG_FIELDS, MANIFEST_PATH, check_entry, load_manifest, update_manifest
+from se_zoo.hub.manifest import CFG_FIELDS, MANIFEST_PATH, load_manifest, update_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 CSV_PATH = ROOT / 'weights' / 'upstream-weights.csv'
@@ -96,9 +96,8 @@ def generate(csv_path: Path = CSV_PATH, manifest: Path = MANIFEST_PATH) -> Dict[
         old = existing.get(name, {})
         if old.get('repo_id') == entry['repo_id'] and old.get('revision'):
             entry.update({k: old[k] for k in ('revision', 'sha256', 'size')})
-        check_entry(name, entry, manifest)
     stale = [n for n, e in existing.items() if e.get('kind') in ('se-trained', 'retrofit') and n not in entries]
-    return update_manifest(entries, manifest, remove=stale)
+    return update_manifest(entries, manifest, remove=stale)  # validates every entry first
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ except ImportError:
 
 from ..errors import SEZooError
 from ..version import __version__
-from .manifest import find_entry
+from .manifest import SHA256_RE, find_entry
 
 __all__ = [
     'SAFE_WEIGHTS_NAME', 'WeightsError', 'HubUnreachableError', 'WeightsNotFoundError', 'ChecksumMismatchError',
@@ -56,7 +56,6 @@ SAFE_WEIGHTS_NAME = 'model.safetensors'
 PICKLE_SUFFIXES = ('.bin', '.pth', '.pt', '.ckpt', '.pkl', '.pth.tar')
 # What timm falls back to when a repo has no model.safetensors, in timm's order.
 _PICKLE_ALTERNATIVES = ('pytorch_model.bin', 'pytorch_model.pth', 'model.pth')
-_SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
 _GIT_SHA1_RE = re.compile(r'^[0-9a-f]{40}$')
 
 # What the Hub client raises when no connection could be made (beside the OSErrors of sockets and DNS).
@@ -195,7 +194,7 @@ def _hub_reported_digest(path: Path) -> Tuple[str, str]:
     (of a regular git file, its git blob sha1), so the blob's name is what the Hub vouched for, known offline too.
     """
     etag = Path(os.path.realpath(path)).name
-    if _SHA256_RE.match(etag):
+    if SHA256_RE.match(etag):
         return 'sha256', etag
     if _GIT_SHA1_RE.match(etag):
         return 'git-sha1', etag

@@ -37,7 +37,7 @@ from ..errors import InvalidArgumentError, MissingFileError
 from ..files import atomic_write_bytes
 
 __all__ = [
-    'MANIFEST_PATH', 'MANIFEST_ENV', 'KINDS', 'MAPPINGS', 'CFG_FIELDS', 'ManifestError', 'manifest_path',
+    'MANIFEST_PATH', 'MANIFEST_ENV', 'KINDS', 'MAPPINGS', 'CFG_FIELDS', 'SHA256_RE', 'ManifestError', 'manifest_path',
     'load_manifest', 'check_entry', 'check_tag', 'is_pinned', 'entry_cfg', 'published_cfgs', 'find_entry',
     'update_manifest',
 ]
@@ -56,7 +56,8 @@ CFG_FIELDS = (
 )
 _REQUIRED = ('repo_id', 'filename')
 _COMMIT_RE = re.compile(r'^[0-9a-f]{40}$')
-_SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
+# A sha256 in hex: what the manifest pins, and the ETag the Hub gives an LFS file.
+SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
 _TAG_RE = re.compile(r'^[a-z0-9][a-z0-9_]*$')
 _REPO_RE = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
 
@@ -100,7 +101,7 @@ def check_entry(name: str, entry: Dict[str, Any], where: Union[str, Path] = 'man
     if revision is not None and not _COMMIT_RE.match(str(revision)):
         raise ManifestError(f'{prefix}: revision {revision!r} is not a commit id (40 hex); a branch or tag name '
                             'could move')
-    if sha256 is not None and not _SHA256_RE.match(str(sha256)):
+    if sha256 is not None and not SHA256_RE.match(str(sha256)):
         raise ManifestError(f'{prefix}: sha256 {sha256!r} is not 64 lowercase hex digits')
     if entry.get('kind', 'se_zoo') not in KINDS:
         raise ManifestError(f'{prefix}: kind {entry["kind"]!r} is not one of {", ".join(KINDS)}')

@@ -6,7 +6,6 @@ branch's current commit and the file's LFS sha256 and size (a HEAD request, no d
 the manifest: from then on a moved branch is never followed and any other file is refused. It is meant for a
 maintainer who is online and has checked that the current files are the intended ones.
 """
-import re
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Union
 
@@ -16,11 +15,10 @@ from huggingface_hub.errors import HfHubHTTPError
 from ..errors import InvalidArgumentError
 from ..models import reload_manifest
 from .fetch import CONNECTION_ERRORS, HubUnreachableError, WeightsError
-from .manifest import is_pinned, load_manifest, update_manifest
+from .manifest import SHA256_RE, is_pinned, load_manifest, update_manifest
 
 __all__ = ['pin_entries']
 
-_SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
 
 
 def pin_entries(names: Optional[Iterable[str]] = None, path: Optional[Union[str, Path]] = None,
@@ -44,7 +42,7 @@ def pin_entries(names: Optional[Iterable[str]] = None, path: Optional[Union[str,
             raise WeightsError(f'{name}: the Hub answered {e} for {url}') from e
         except CONNECTION_ERRORS as e:
             raise HubUnreachableError(f'{name}: cannot reach the Hub for {url} ({e}); pinning needs the Hub') from e
-        if not (meta.etag and _SHA256_RE.match(meta.etag) and meta.commit_hash):
+        if not (meta.etag and SHA256_RE.match(meta.etag) and meta.commit_hash):
             raise WeightsError(f'{name}: the Hub reports no LFS sha256 and commit for {url}')
         changes[name] = dict(entry, revision=meta.commit_hash, sha256=meta.etag, size=meta.size)
     update_manifest(changes, path)

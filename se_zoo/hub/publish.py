@@ -31,7 +31,7 @@ from ..files import atomic_write_bytes
 from ..models import list_models, reload_manifest
 from ..models._timm_compat import save_config_for_hf
 from .fetch import CONNECTION_ERRORS, HubUnreachableError, file_sha256
-from .manifest import CFG_FIELDS, MANIFEST_ENV, MANIFEST_PATH, check_entry, check_tag, manifest_path, update_manifest
+from .manifest import CFG_FIELDS, MANIFEST_ENV, MANIFEST_PATH, check_tag, manifest_path, update_manifest
 
 __all__ = [
     'WEIGHTS_NAME', 'CONFIG_NAME', 'CARD_NAME', 'save_folder', 'push_folder', 'push', 'read_folder_card',
@@ -329,7 +329,6 @@ def _record_published(name: str, *, repo_id: str, revision: str, weights_file: P
         'model_args': dict(config.get('model_args') or {}),
         'pretrained_cfg': {k: v for k, v in config.get('pretrained_cfg', {}).items() if k in CFG_FIELDS},
     }
-    check_entry(name, entry)
-    update_manifest({name: entry})
+    update_manifest({name: entry})  # validates the entry before the file is touched
     reload_manifest()
     return entry

@@ -52,11 +52,11 @@ def reload_manifest(path: Optional[Union[str, Path]] = None) -> None:
     Family modules read the manifest once, when imported; call this after it changed (publishing with a tag
     does) so that ``timm.create_model(..., pretrained=True)`` and ``timm.list_pretrained`` see the change.
     """
-    manifest = load_manifest(path)
-    for arch, cfg in _ARCH_CFGS.items():
+    default_cfgs = generate_default_cfgs(published_cfgs(_ARCH_CFGS, load_manifest(path)))
+    for arch in _ARCH_CFGS:
         entrypoint = model_entrypoint(arch)
         module = sys.modules[entrypoint.__module__]
-        module.default_cfgs[arch] = generate_default_cfgs(published_cfgs({arch: cfg}, manifest))[arch]
+        module.default_cfgs[arch] = default_cfgs[arch]
         with warnings.catch_warnings():
             # register_model warns when a name is registered again; replacing our own cfgs is the point here.
             warnings.simplefilter('ignore', UserWarning)
