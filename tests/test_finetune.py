@@ -11,10 +11,12 @@ import timm
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from timm.scheduler import create_scheduler_v2
+from timm.scheduler.scheduler import Scheduler
 
 from se_zoo import data as se_data
 from se_zoo_cli import main
-from se_zoo.finetune import finetune
+from se_zoo.finetune import SCHEDULERS, finetune
 
 # A narrow SE-ResNet-18 at Fashion-MNIST's own 28 px: big enough to learn, small enough for 2 CPU cores.
 TINY = dict(model_kwargs=dict(channels=(8, 16, 32, 64), stem_width=8), img_size=28)
@@ -284,3 +286,13 @@ def test_inspect_plots_per_class_excitations(tmp_path, trained, capsys):
     with Image.open(png) as img:
         assert img.format == 'PNG' and img.width > 400
         assert len(np.unique(np.asarray(img.convert('L')))) > 16  # curves, not a blank canvas
+
+
+@pytest.mark.parametrize('name', SCHEDULERS)
+def test_every_accepted_schedule_is_one_timm_builds(name):
+    # The list is kept by hand (timm keeps none): each name must build a scheduler the trainer can step.
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    # As the trainer builds it (rsqrt decays on the warmup's timescale, so it needs one).
+    scheduler, _ = create_scheduler_v2(optimizer, sched=name, num_epochs=4, warmup_epochs=int(name == 'rsqrt'),
+                                       step_on_epochs=False, updates_per_epoch=3)
+    assert isinstance(scheduler, Scheduler)

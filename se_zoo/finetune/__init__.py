@@ -33,8 +33,10 @@ from .checkpoint import TRAINING_STATE_NAME, check_resumable, config_json, find_
 from .config import FinetuneConfig
 from .trainer import EpochStats, FinetuneResult, Trainer
 
-# The schedules timm.scheduler.create_scheduler_v2 builds.
-SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'rsqrt', 'constant')
+# The schedules of timm.scheduler.create_scheduler_v2 that the trainer can use (timm keeps no list of them). Left
+# out: 'none' (the trainer steps a scheduler) and 'plateau', which steps once per epoch on a validation metric
+# where the trainer steps the schedule every update.
+SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'poly', 'wsd', 'rsqrt', 'constant')
 
 __all__ = ['FinetuneConfig', 'EpochStats', 'FinetuneResult', 'Trainer', 'finetune', 'TRAINING_STATE_NAME']
 

@@ -220,9 +220,14 @@ class Trainer:
         config = self.config
         optimizer = create_optimizer_v2(
             model, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum)
-        scheduler, _ = create_scheduler_v2(
-            optimizer, sched=config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
-            min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+        try:
+            scheduler, _ = create_scheduler_v2(
+                optimizer, sched=config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
+                min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+        except ValueError as e:  # e.g. rsqrt without warmup, or a wsd decay shorter than one update
+            raise InvalidArgumentError(
+                f'sched={config.sched!r} cannot be planned for epochs={config.epochs}, '
+                f'warmup_epochs={config.warmup_epochs} at {updates_per_epoch} updates per epoch: {e}') from e
         mixup_fn = None
         if config.mixup > 0 or config.cutmix > 0:
             mixup_fn = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix,
