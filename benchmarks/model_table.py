@@ -12,7 +12,7 @@ from typing import List
 import timm
 
 import se_zoo
-from se_zoo.hub.manifest import load_manifest
+from se_zoo.weights.manifest import load_manifest
 from se_zoo.profile import profile_model
 
 
@@ -27,10 +27,9 @@ def model_table(names: List[str]) -> str:
         p = profile_model(name)
         tags = se_zoo.list_models(name + '.*', pretrained=True)
         default = f'{name}.{timm.models.get_pretrained_cfg(name).tag}' if tags else None
-        entry = manifest.get(default, {})
-        top1 = (entry.get('metrics') or {}).get('top1')
-        shown = f'`{default.partition(".")[2]}`' + (' (retrofit)' if entry.get('kind') == 'retrofit' else '') \
-            if default else '-'
+        entry = manifest.get(default)
+        top1 = entry.metrics.get('top1') if entry else None
+        shown = f'`{entry.tag}`' + (' (retrofit)' if entry.kind == 'retrofit' else '') if entry else '-'
         lines.append(
             f'| `{name}` | {p.input_size[-1]} | {p.params / 1e6:.2f} | {p.gmacs:.3f} '
             f'| {100 * p.se_param_share:.1f}% | {100 * p.se_flop_share:.3f}% | {shown} '

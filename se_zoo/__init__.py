@@ -5,10 +5,11 @@
 
 The package is layered; each layer imports only those above it in this list:
 
-- ``squeeze_excite`` (the SE layer), ``errors``, ``files``, ``version``, ``state_dicts``: depend on no other part;
-- ``hub.manifest`` (weights manifest, pure data), then ``hub.fetch`` (verified download);
+- ``errors``, ``files``, ``version``; then ``squeeze_excite`` (the SE layer) and ``state_dicts``;
+- ``weights``: ``weights.manifest`` (typed entries), ``weights.fetch`` (verified download), ``weights.pin``;
 - ``models`` (the families, on timm's builders) and ``data`` (datasets);
-- ``optimize``, ``retrofit``, ``profile``, ``inspection``, ``hub.publish``, ``convert``, ``finetune``, ``deploy``.
+- ``optimize``, ``retrofit``, ``profile``, ``inspection``, ``hub`` (publishing);
+- ``convert``, ``finetune``, ``deploy``.
 
 The ``se-zoo`` command line is the package ``se_zoo_cli``, beside this one, so that it can start without torch.
 """

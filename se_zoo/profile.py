@@ -33,19 +33,22 @@ class ModelProfile:
 
 
 def profile_model(name: str, input_size: Optional[Tuple[int, int, int]] = None, **kwargs: Any) -> ModelProfile:
-    """Build ``name`` with random weights and measure it at its default input size (or ``input_size``).
+    """Build ``name`` and measure it at its default input size (or ``input_size``).
 
     FLOPs come from ``torch.utils.flop_counter``, which counts convolutions and matrix products; SE's
-    pooling and channel multiply are element-wise and not counted, as in the paper's and timm's figures.
+    pooling and channel multiply are element-wise and not counted, as in the paper's and timm's figures. The count
+    depends on shapes alone, so the model is built and run on the meta device: no weights are allocated and no
+    arithmetic is done, which keeps the largest networks (EfficientNet-L2 at 800 px) cheap to profile.
     """
-    model = load_model(name, pretrained=False, **kwargs).eval()
+    with torch.device('meta'):
+        model = load_model(name, pretrained=False, **kwargs).eval()
     input_size = tuple(input_size or model.pretrained_cfg['input_size'])
     se_modules = dict(named_se_modules(model))
     params = sum(p.numel() for p in model.parameters())
     se_params = sum(p.numel() for m in se_modules.values() for p in m.parameters())
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        model(torch.zeros(1, *input_size))
+        model(torch.zeros(1, *input_size, device='meta'))
     per_module = counter.get_flop_counts()
     total = sum(per_module.get('Global', {}).values())
     # get_flop_counts() keys modules by their fully qualified name, prefixed with the root's class name.

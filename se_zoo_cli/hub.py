@@ -2,7 +2,7 @@
 import argparse
 from typing import Callable, Dict
 
-from se_zoo.hub.pin import pin_entries
+from se_zoo.weights.pin import pin_entries
 from se_zoo.hub.publish import push_folder
 
 from ._help import HelpFormatter
@@ -30,14 +30,15 @@ def _add_push(p: argparse.ArgumentParser) -> None:
 
 def _pin(args: argparse.Namespace) -> int:
     for name, entry in pin_entries(args.tags).items():
-        print(f'{name}: {entry["repo_id"]}@{entry["revision"]} sha256 {entry["sha256"]}')
+        where = f'{entry.hub_file[0]}@{entry.revision}' if entry.hub_file else entry.file_url
+        print(f'{name}: {where} sha256 {entry.sha256}')
     return 0
 
 
 def _add_weights(p: argparse.ArgumentParser) -> None:
     commands = p.add_subparsers(dest='weights_command', required=True, metavar='COMMAND')
     pin = commands.add_parser('pin', formatter_class=HelpFormatter,
-                              help="record the Hub's current commit and sha256 of manifest entries")
+                              help="record the sha256 (and the Hub's current commit) of manifest entries")
     pin.add_argument('tags', nargs='*', metavar='ARCH.TAG', help='entries to pin')
     pin.set_defaults(run=_pin)
 

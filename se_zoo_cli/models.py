@@ -2,7 +2,7 @@
 import argparse
 from typing import Callable, Dict
 
-from se_zoo.hub.manifest import is_pinned, load_manifest
+from se_zoo.weights.manifest import load_manifest
 from se_zoo.models import list_models
 from se_zoo.profile import profile_model
 
@@ -18,18 +18,20 @@ def _list(args: argparse.Namespace) -> int:
         print(f'no pretrained weights match {args.filter!r}' if args.filter else 'no pretrained weights are listed')
         return 0
     manifest = load_manifest()
-    rows = [('tag', 'source', 'kind', 'top-1', 'licence', 'pinned')]
+    rows = [('tag', 'source', 'kind', 'top-1', 'licence', 'format', 'pinned')]
     for name in names:
-        entry = manifest.get(name, {})
-        top1 = (entry.get('metrics') or {}).get('top1')
-        kind = entry.get('kind', 'se_zoo') + (' (SE untrained)' if entry.get('kind') == 'retrofit' else '')
-        rows.append((name + (' *' if entry.get('default') else ''), entry.get('source', ''), kind,
-                     f'{top1:.2f}' if top1 is not None else '-', entry.get('license', ''),
-                     'yes' if is_pinned(entry) else 'no'))
+        entry = manifest[name]
+        top1 = entry.metrics.get('top1')
+        kind = entry.kind + (' (SE untrained)' if entry.kind == 'retrofit' else '')
+        source = f'timm {entry.timm_source}' if entry.timm_source else entry.source or entry.hub_file[0]
+        file_format = 'pickle (weights_only)' if entry.is_pickle else 'safetensors'
+        rows.append((name + (' *' if entry.default else ''), source, kind, f'{top1:.2f}' if top1 is not None else '-',
+                     entry.resolved_license or '', file_format, 'yes' if entry.pinned else 'no'))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for row in rows:
         print('  '.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    print('* the default tag of its architecture; unpinned weights are checked against the sha256 the Hub reports')
+    print('* the default tag of its architecture. Unpinned weights are checked against the sha256 the Hub reports (a '
+          'URL file: the prefix in its name); pickle files are read with torch.load(weights_only=True) after that')
     return 0
 
 

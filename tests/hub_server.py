@@ -70,6 +70,7 @@ class HubServer:
         self._faults: List[Callable[[Request], Optional[Response]]] = []
         self._tampered: Dict[Tuple[str, str], bytes] = {}
         self._truncated: Dict[Tuple[str, str], int] = {}
+        self.releases: Dict[str, bytes] = {}  # release-style downloads: name -> bytes, served at /releases/<name>
         self._lock = threading.Lock()
         self._server: Optional[uvicorn.Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -94,13 +95,16 @@ class HubServer:
 
     # ---- fault injection -----------------------------------------------------------------------------------------
     @contextmanager
-    def fail(self, status: int, path_pattern: str = '.*', method: Optional[str] = None) -> Iterator[None]:
-        """Answer ``status`` to every request whose path matches ``path_pattern`` (and method, if given)."""
+    def fail(self, status: int, path_pattern: str = '.*', method: Optional[str] = None,
+             retry_after: Optional[int] = None) -> Iterator[None]:
+        """Answer ``status`` to every request whose path matches ``path_pattern`` (and method, if given), with a
+        ``Retry-After`` header if ``retry_after`` is given (seconds, as the real Hub sends with a 5xx or 429)."""
         pattern = re.compile(path_pattern)
+        headers = {} if retry_after is None else {'Retry-After': str(retry_after)}
 
         def fault(request: Request) -> Optional[Response]:
             if pattern.search(request.url.path) and (method is None or request.method == method):
-                return JSONResponse({'error': f'injected {status}'}, status_code=status)
+                return JSONResponse({'error': f'injected {status}'}, status_code=status, headers=headers)
             return None
 
         self._faults.append(fault)
@@ -154,6 +158,17 @@ class HubServer:
         repo.commits[commit] = files
         return commit
 
+    def add_release(self, name: str, data: bytes) -> str:
+        """Serve ``data`` at a release-style URL (as GitHub serves timm's older checkpoints); return the URL."""
+        self.releases[name] = data
+        return f'{self.endpoint}/releases/{name}'
+
+    async def release(self, request: Request) -> Response:
+        data = self.releases.get(request.path_params['name'])
+        if data is None:
+            return Response(status_code=404)
+        return Response(data, media_type='application/octet-stream', headers={'Content-Length': str(len(data))})
+
     # ---- the app -------------------------------------------------------------------------------------------------
     def app(self) -> Starlette:
         routes = [
@@ -170,6 +185,7 @@ class HubServer:
             Route('/lfs/{oid}', self.lfs_put, methods=['PUT']),
             Route('/lfs/{oid}/verify', self.lfs_verify, methods=['POST']),
             Route('/{ns}/{name}/resolve/{rev}/{path:path}', self.resolve, methods=['GET', 'HEAD']),
+            Route('/releases/{name}', self.release, methods=['GET']),
         ]
         app = Starlette(routes=routes)
         server = self

@@ -6,13 +6,12 @@ a cycle. The layers, lowest first (a module may import its own layer's package, 
 
 0. the base: ``errors``, ``files``, ``version``;
 1. the SE layer ``squeeze_excite`` and the state-dict mappings ``state_dicts``;
-2. ``hub.manifest`` (pure data); 3. ``hub.fetch`` (verified download);
-4. ``models`` (the families) and ``data`` (datasets);
-5. what works on a model or the manifest: ``optimize``, ``retrofit``, ``profile``, ``inspection``, ``hub.publish``,
-   ``hub.pin``;
-6. the applications: ``convert``, ``finetune``, ``deploy``;
-7. the package root, which registers everything;
-8. the command line, ``se_zoo_cli``: a package of its own, which nothing imports (it starts without torch).
+2. ``weights.manifest`` (data); 3. ``weights.fetch`` (verified download); 4. ``weights.pin``;
+5. ``models`` (the families) and ``data`` (datasets);
+6. what works on a model: ``optimize``, ``retrofit``, ``profile``, ``inspection``, ``hub`` (publishing);
+7. the applications: ``convert``, ``finetune``, ``deploy``;
+8. the package root, which registers everything;
+9. the command line, ``se_zoo_cli``: a package of its own, which nothing imports (it starts without torch).
 """
 import ast
 import re
@@ -31,14 +30,13 @@ COMPAT_MODULE = 'se_zoo.models._timm_compat'
 LAYERS = {
     'se_zoo.errors': 0, 'se_zoo.files': 0, 'se_zoo.version': 0,
     'se_zoo.squeeze_excite': 1, 'se_zoo.state_dicts': 1,
-    'se_zoo.hub': 1,  # the package's __init__ is a docstring
-    'se_zoo.hub.manifest': 2, 'se_zoo.hub.fetch': 3,
-    'se_zoo.models': 4, 'se_zoo.data': 4,
-    'se_zoo.optimize': 5, 'se_zoo.retrofit': 5, 'se_zoo.profile': 5, 'se_zoo.inspection': 5, 'se_zoo.hub.publish': 5,
-    'se_zoo.hub.pin': 5,
-    'se_zoo.convert': 6, 'se_zoo.finetune': 6, 'se_zoo.deploy': 6,
-    'se_zoo': 7,
-    'se_zoo_cli': 8,
+    'se_zoo.weights': 2,  # the package's __init__ is a docstring
+    'se_zoo.weights.manifest': 2, 'se_zoo.weights.fetch': 3, 'se_zoo.weights.pin': 4,
+    'se_zoo.models': 5, 'se_zoo.data': 5,
+    'se_zoo.optimize': 6, 'se_zoo.retrofit': 6, 'se_zoo.profile': 6, 'se_zoo.inspection': 6, 'se_zoo.hub': 6,
+    'se_zoo.convert': 7, 'se_zoo.finetune': 7, 'se_zoo.deploy': 7,
+    'se_zoo': 8,
+    'se_zoo_cli': 9,
 }
 
 
@@ -133,9 +131,9 @@ def find_cycle(graph: Dict[str, List[Tuple[str, int, str]]]) -> List[str]:
 
 def test_the_import_graph_covers_the_package(graph):
     # The walk must see the package as it is, or the tests below would pass on nothing.
-    assert {'se_zoo.models.se_resnet', 'se_zoo.hub.fetch', 'se_zoo_cli', 'se_zoo_cli.finetune',
+    assert {'se_zoo.models.se_resnet', 'se_zoo.weights.fetch', 'se_zoo_cli', 'se_zoo_cli.finetune',
             'se_zoo.finetune.trainer'} <= set(graph)
-    assert ('se_zoo.hub.fetch', 'module') in {(t, w) for t, _, w in graph['se_zoo.models._pretrained']}
+    assert ('se_zoo.weights.fetch', 'module') in {(t, w) for t, _, w in graph['se_zoo.models._pretrained']}
     assert ('se_zoo.models', 'module') in {(t, w) for t, _, w in graph['se_zoo_cli.models']}
     assert any(w == 'function' for edges in graph.values() for _, _, w in edges), \
         'the CLI imports lazily; a walk that sees no function-level import is not reading function bodies'
@@ -194,11 +192,18 @@ def test_the_installed_timm_is_in_the_declared_range_and_has_what_the_floor_is_f
 
 
 def test_no_function_shadows_its_module():
+    """A package attribute that is a function must not share its name with a submodule of that package: after
+    ``import se_zoo.x.y`` the attribute ``y`` of ``se_zoo.x`` is whichever was bound last, a trap for any reader."""
     import importlib
-    import se_zoo.finetune
-    assert se_zoo.finetune.FinetuneConfig.__name__ == 'FinetuneConfig'
-    assert callable(se_zoo.finetune.finetune)
-    for name in dir(se_zoo):
-        value = getattr(se_zoo, name)
-        if callable(value) and not isinstance(value, type):
-            assert importlib.util.find_spec(f'se_zoo.{name}') is None, f'se_zoo.{name} names both a function and a module'
+    import pkgutil
+    packages = [importlib.import_module(m.name) for m in pkgutil.walk_packages(se_zoo.__path__, 'se_zoo.')
+                if m.ispkg] + [se_zoo]
+    assert len(packages) >= 6, 'the walk must see se_zoo\'s subpackages'
+    shadowing = []
+    for package in packages:
+        submodules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+        for name in submodules:
+            value = vars(package).get(name)
+            if value is not None and not isinstance(value, type(package)):
+                shadowing.append(f'{package.__name__}.{name}')
+    assert not shadowing, 'names bound to both a submodule and something else: ' + ', '.join(shadowing)

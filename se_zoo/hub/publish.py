@@ -30,8 +30,8 @@ from ..errors import InvalidArgumentError, MissingFileError, SEZooError
 from ..files import atomic_write_bytes
 from ..models import list_models, reload_manifest
 from ..models._timm_compat import save_config_for_hf
-from .fetch import CONNECTION_ERRORS, HubUnreachableError, file_sha256
-from .manifest import CFG_FIELDS, MANIFEST_ENV, MANIFEST_PATH, check_tag, manifest_path, update_manifest
+from ..weights.fetch import CONNECTION_ERRORS, HubUnreachableError, file_sha256
+from ..weights.manifest import CFG_FIELDS, WeightEntry, MANIFEST_ENV, MANIFEST_PATH, check_tag, manifest_path, update_manifest
 
 __all__ = [
     'WEIGHTS_NAME', 'CONFIG_NAME', 'CARD_NAME', 'save_folder', 'push_folder', 'push', 'read_folder_card',
@@ -250,7 +250,7 @@ def push_folder(
         token: a Hub token; by default huggingface_hub's (``HF_TOKEN`` or ``hf auth login``).
         private: create the repo private.
         manifest_tag: if given, record the weight as ``<architecture>.<manifest_tag>`` in se_zoo's manifest
-            (``se_zoo.hub.manifest.manifest_path()``), pinned to the returned commit, and register it with timm.
+            (``se_zoo.weights.manifest.manifest_path()``), pinned to the returned commit, and register it with timm.
     """
     folder = Path(folder)
     config = _check_folder(folder)
@@ -316,19 +316,15 @@ def check_recordable(path: Optional[Union[str, Path]] = None) -> None:
 
 
 def _record_published(name: str, *, repo_id: str, revision: str, weights_file: Path, config: Dict[str, Any],
-                      card: Dict[str, Any]) -> Dict[str, Any]:
+                      card: Dict[str, Any]) -> WeightEntry:
     """Write the manifest entry ``name`` (``arch.tag``) for a weight just published, and register it with timm."""
-    entry = {
-        'repo_id': repo_id,
-        'revision': revision,
-        'filename': weights_file.name,
-        'sha256': file_sha256(weights_file),
-        'size': weights_file.stat().st_size,
-        'kind': 'se_zoo',
+    entry = WeightEntry(
+        name=name, kind='se_zoo', repo_id=repo_id, revision=revision, filename=weights_file.name,
+        sha256=file_sha256(weights_file), size=weights_file.stat().st_size,
         **{k: card[k] for k in ('source', 'recipe', 'license', 'metrics', 'eval_dataset') if card.get(k)},
-        'model_args': dict(config.get('model_args') or {}),
-        'pretrained_cfg': {k: v for k, v in config.get('pretrained_cfg', {}).items() if k in CFG_FIELDS},
-    }
+        model_args=dict(config.get('model_args') or {}),
+        pretrained_cfg={k: v for k, v in config.get('pretrained_cfg', {}).items() if k in CFG_FIELDS},
+    )
     update_manifest({name: entry})  # validates the entry before the file is touched
     reload_manifest()
     return entry

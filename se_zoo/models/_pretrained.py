@@ -2,7 +2,7 @@
 entrypoint wrapper that fetches and verifies weights before timm loads them.
 
 timm resolves and loads weights inside ``build_model_with_cfg``. se_zoo decides one step earlier *which file*
-(see ``se_zoo.hub.fetch``): ``verified_pretrained`` resolves the cfg as timm would, fetches the file and checks
+(see ``se_zoo.weights.fetch``): ``verified_pretrained`` resolves the cfg as timm would, fetches the file and checks
 its sha256, and hands timm the verified local path, the manifest's architecture keywords and the manifest's
 state-dict mapping as timm's own ``pretrained_filter_fn``. timm then loads as it loads any weight file.
 """
@@ -18,8 +18,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, model_entrypoint, register_model, resolve_pretrained_cfg
 
 from ..errors import InvalidArgumentError
-from ..hub.fetch import WeightsNotFoundError, fetch_pretrained
-from ..hub.manifest import load_manifest, published_cfgs
+from ..weights.fetch import WeightsNotFoundError, fetch_entry, fetch_pretrained, fetch_url
+from ..weights.manifest import WeightEntry, load_manifest, published_cfgs
 from ..state_dicts import pretrained_filter
 from ._timm_compat import update_model_args
 
@@ -70,34 +70,69 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
+def _weight_args(entry: WeightEntry, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """The architecture keywords ``entry``'s weights bring, merged into ``kwargs`` in place.
+
+    An upstream weight needs its keywords (TF padding, a legacy layout): a caller's different value is refused. The
+    keywords of se_zoo's own published weights are what they were trained with, defaults the caller may override,
+    as timm treats a Hub repo's ``model_args``.
+    """
+    added = {}
+    for key, value in entry.model_args.items():
+        if key not in kwargs:
+            kwargs[key] = added[key] = value
+        elif entry.kind != 'se_zoo' and not _same(kwargs[key], value):
+            raise InvalidArgumentError(
+                f'{entry.name} weights need {key}={value!r}, not {key}={kwargs[key]!r}; drop {key} or use '
+                'pretrained=False')
+    return added
+
+
 def _verified_kwargs(variant: str, kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The entrypoint kwargs for ``pretrained=True`` with the weight source replaced by a verified local file,
-    and the architecture keywords the weights brought with them."""
+    and the architecture keywords the weights brought with them.
+
+    A manifest tag always loads through its mapping and with its keywords, wherever its file comes from: the Hub
+    or URL it names (verified), or a local copy the caller hands over with ``pretrained_cfg_overlay=dict(file=PATH)``
+    (the caller's to vouch for, as in timm).
+    """
     kwargs = dict(kwargs)
     cfg = resolve_pretrained_cfg(
         variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None))
-    # Weights the caller supplies directly (a state_dict, a local file or folder) are the caller's to vouch for.
+    cache_dir = kwargs.get('cache_dir')
+    # A tag's entry applies to a cfg from timm's registry (overlaid or not); a Hub repo's or folder's cfg may name
+    # the tag it was fine-tuned from, but its weights are in se_zoo's layout already.
+    from_registry = cfg.source not in ('hf-hub', 'local-dir') and cfg.architecture and cfg.tag
+    entry = load_manifest().get(f'{cfg.architecture}.{cfg.tag}') if from_registry else None
     if cfg.state_dict is not None or cfg.source == 'local-dir' or (cfg.file and cfg.source != 'hf-hub'):
-        kwargs['pretrained_cfg'] = cfg.to_dict()
-        return kwargs, {}
-    if not cfg.hf_hub_id:
+        pass  # weights the caller supplies directly (a state dict, a local file or folder)
+    elif entry is not None and (cfg.hf_hub_id, cfg.url) == _location(entry):
+        cfg = dataclasses.replace(cfg, file=str(fetch_entry(entry, cache_dir)), source='file')
+    elif cfg.hf_hub_id:
+        path, published = fetch_pretrained(cfg.hf_hub_id, cfg.hf_hub_filename, cache_dir)
+        entry = entry or published
+        cfg = dataclasses.replace(cfg, file=str(path), source='file')
+    elif cfg.url:  # a URL the caller gave: held to the sha256 prefix in its name, as torch.hub would
+        cfg = dataclasses.replace(cfg, file=str(fetch_url(cfg.url)), source='file')
+    else:
         raise WeightsNotFoundError(
             f'no pretrained weights are published for {variant} (`se-zoo list --pretrained` shows those that are); '
             'use pretrained=False, or load a repo with timm.create_model("hf-hub:ORG/NAME", pretrained=True)')
-    path, published = fetch_pretrained(cfg.hf_hub_id, cfg.hf_hub_filename, kwargs.get('cache_dir'))
     weight_args: Dict[str, Any] = {}
-    if published is not None:
-        name, entry = published
-        for key, value in (entry.get('model_args') or {}).items():
-            if key in kwargs and not _same(kwargs[key], value):
-                raise InvalidArgumentError(
-                    f'{name} weights need {key}={value!r}, not {key}={kwargs[key]!r}; drop {key} or use '
-                    'pretrained=False')
-            kwargs[key] = weight_args[key] = value
-        if entry.get('mapping', 'none') != 'none':
-            kwargs['pretrained_filter_fn'] = pretrained_filter(entry['mapping'])
-    kwargs['pretrained_cfg'] = dataclasses.replace(cfg, file=str(path), source='file').to_dict()
+    if entry is not None:
+        weight_args = _weight_args(entry, kwargs)
+        if entry.mapping != 'none':
+            kwargs['pretrained_filter_fn'] = pretrained_filter(entry.mapping)
+    kwargs['pretrained_cfg'] = cfg.to_dict()
     return kwargs, weight_args
+
+
+def _location(entry: WeightEntry) -> Tuple[Optional[str], Optional[str]]:
+    """``(hf_hub_id, url)`` as the entry's timm cfg states them."""
+    hub = entry.hub_file
+    if hub is None:
+        return None, entry.file_url
+    return hub[0] + (f'@{entry.revision}' if entry.revision else ''), None
 
 
 def verified_pretrained(entrypoint: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

@@ -1,4 +1,5 @@
-"""Fetch pretrained weights from the Hugging Face Hub and verify them before a single tensor is loaded.
+"""Fetch pretrained weights from the Hugging Face Hub (or a release URL) and verify them before a single tensor is
+loaded.
 
 How this plugs into timm
 ------------------------
@@ -20,12 +21,20 @@ source one step earlier, in its model entrypoints (``se_zoo.models._pretrained``
 
 So timm does all the loading; se_zoo only decides *which file* and vouches for it. No timm function is patched.
 
-Pickle checkpoints (``pytorch_model.bin``, ``*.pth``) are never downloaded or unpickled unless the caller
-asks for it with ``with se_zoo.hub.fetch.allow_pickle(): ...``; they are then loaded by timm with
-``torch.load(weights_only=True)``.
+URL files. A few upstream checkpoints (the original SE weights, converted from the authors' Caffe models) are
+served by timm from GitHub release URLs, not the Hub. ``fetch_url`` downloads them with torch.hub's own downloader
+into torch.hub's cache (``$TORCH_HOME/hub/checkpoints``, where timm keeps them too) and verifies them before load:
+against the manifest's full sha256 once pinned, else against the sha256 prefix the file name carries (torch.hub's
+``check_hash`` convention). A file that fails is removed.
+
+Pickle checkpoints (``pytorch_model.bin``, ``*.pth``) are read by timm with ``torch.load(weights_only=True)``, which
+unpickles tensors and plain containers only. Those of the manifest are verified first; any other is never
+downloaded unless the caller asks for it with ``with se_zoo.weights.fetch.allow_pickle(): ...``.
 """
 import os
 import re
+import urllib.error
+import urllib.parse
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -36,6 +45,7 @@ from huggingface_hub.errors import (
     HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
 )
 from huggingface_hub.utils.sha import git_hash, sha_fileobj
+from torch.hub import download_url_to_file, get_dir
 
 try:  # huggingface_hub 2.x speaks HTTP through its own httpx fork, 1.x through httpx
     from httpx2 import ConnectError, ConnectTimeout, TransportError
@@ -44,15 +54,14 @@ except ImportError:
 
 from ..errors import SEZooError
 from ..version import __version__
-from .manifest import SHA256_RE, find_entry
+from .manifest import SAFE_WEIGHTS_NAME, SHA256_RE, WeightEntry, load_manifest, url_hash_prefix
 
 __all__ = [
     'SAFE_WEIGHTS_NAME', 'WeightsError', 'HubUnreachableError', 'WeightsNotFoundError', 'ChecksumMismatchError',
     'TruncatedDownloadError', 'PickleRefusedError', 'CONNECTION_ERRORS', 'allow_pickle', 'file_sha256', 'fetch_weights',
-    'fetch_pretrained', 'fetch_config',
+    'fetch_url', 'fetch_entry', 'fetch_pretrained', 'fetch_config', 'find_published',
 ]
 
-SAFE_WEIGHTS_NAME = 'model.safetensors'
 PICKLE_SUFFIXES = ('.bin', '.pth', '.pt', '.ckpt', '.pkl', '.pth.tar')
 # What timm falls back to when a repo has no model.safetensors, in timm's order.
 _PICKLE_ALTERNATIVES = ('pytorch_model.bin', 'pytorch_model.pth', 'model.pth')
@@ -94,7 +103,7 @@ def allow_pickle() -> Iterator[None]:
 
     Example::
 
-        with se_zoo.hub.fetch.allow_pickle():
+        with se_zoo.weights.fetch.allow_pickle():
             model = timm.create_model('hf-hub:ORG/legacy_checkpoint', pretrained=True)
     """
     token = _pickle_allowed.set(True)
@@ -247,7 +256,7 @@ def fetch_weights(
     if _is_pickle(filename) and not _pickle_allowed.get():
         raise PickleRefusedError(
             f'{where} is a pickle checkpoint; se_zoo loads safetensors only. If you trust the repo, load it '
-            'inside `with se_zoo.hub.fetch.allow_pickle():` (torch.load with weights_only=True)')
+            'inside `with se_zoo.weights.fetch.allow_pickle():` (torch.load with weights_only=True)')
     path = _download(repo_id, filename, revision, cache_dir)
     if sha256 is not None:
         algo, expected, against = 'sha256', sha256, 'the se_zoo weights manifest'
@@ -278,6 +287,76 @@ def _pickle_fallback(repo_id: str, revision: Optional[str], cache_dir: Optional[
     return None
 
 
+def fetch_url(
+        url: str,
+        *,
+        sha256: Optional[str] = None,
+        size: Optional[int] = None,
+        cache_dir: Optional[Union[str, Path]] = None,
+) -> Path:
+    """Download a checkpoint from a URL (or take it from torch.hub's cache) and verify it.
+
+    Args:
+        url: the file's URL; its name is the cache file's name.
+        sha256: the expected sha256 (a pinned manifest entry); if None, the sha256 prefix in the file's name
+            (``NAME-<hex>.pth``, torch.hub's convention), which must then be there.
+        size: the expected size in bytes, if known.
+        cache_dir: the folder to keep the file in, instead of ``torch.hub.get_dir()/checkpoints``.
+
+    Raises:
+        WeightsError (no digest to verify against, a failed download), WeightsNotFoundError (404),
+        HubUnreachableError (no connection, or ``HF_HUB_OFFLINE=1``, and no cached copy), ChecksumMismatchError
+        (the cached copy is removed first).
+    """
+    name = Path(urllib.parse.urlparse(url).path).name
+    prefix = None if sha256 is not None else url_hash_prefix(url)
+    if sha256 is None and prefix is None:
+        raise WeightsError(f'{url}: no sha256 to verify it against (its name carries no hash prefix); pin it in the '
+                           'weights manifest with `se-zoo weights pin`')
+    path = Path(cache_dir or Path(get_dir()) / 'checkpoints') / name
+    if not path.is_file():
+        if constants.is_offline_mode():
+            raise HubUnreachableError(f'HF_HUB_OFFLINE=1 is set and {url} is not in the cache ({path.parent}); unset '
+                                      'HF_HUB_OFFLINE to download it once')
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # torch.hub writes to a temporary file and renames it: a failed download leaves nothing behind
+            download_url_to_file(url, str(path), progress=False)
+        except urllib.error.HTTPError as e:
+            error = WeightsNotFoundError if e.code == 404 else WeightsError
+            raise error(f'{url} answered {e.code}; nothing was cached') from e
+        except urllib.error.URLError as e:
+            raise HubUnreachableError(f'cannot reach {url} ({e.reason}), and no cached copy exists in '
+                                      f'{path.parent}') from e
+    actual, actual_size = file_sha256(path), path.stat().st_size
+    expected = sha256 or prefix
+    if not actual.startswith(expected) or (size is not None and actual_size != size):
+        _discard(path)
+        against = 'the se_zoo weights manifest' if sha256 else 'the sha256 prefix in its name'
+        raise ChecksumMismatchError(
+            f'{url} failed verification against {against}: sha256 {actual} ({actual_size} bytes), expected '
+            f'{expected}' + (f' ({size} bytes)' if size is not None else '') + '. The file is corrupted or was '
+            'tampered with; nothing was loaded and the cached copy was removed')
+    return path
+
+
+def fetch_entry(entry: WeightEntry, cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """Fetch and verify the file of a manifest entry, held to its pin where it has one."""
+    hub = entry.hub_file
+    if hub is None:
+        return fetch_url(entry.file_url, sha256=entry.sha256, size=entry.size, cache_dir=cache_dir)
+    with allow_pickle():  # a listed file was chosen by the manifest, and is verified before timm reads it
+        return fetch_weights(hub[0], revision=entry.revision, filename=hub[1], sha256=entry.sha256, size=entry.size,
+                             cache_dir=cache_dir)
+
+
+def find_published(repo_id: str, revision: Optional[str], filename: str) -> Optional[WeightEntry]:
+    """The manifest entry for a Hub file at a revision (None: unpinned), or None if the manifest does not list it."""
+    for entry in load_manifest().values():
+        if entry.hub_file == (repo_id, filename) and entry.revision == (revision or None):
+            return entry
+    return None
+
+
 def fetch_config(hf_hub_id: str, cache_dir: Optional[Union[str, Path]] = None) -> Path:
     """Fetch the ``config.json`` of an ``ORG/NAME[@revision]`` repo into the Hub cache, with se_zoo's errors.
 
@@ -292,20 +371,18 @@ def fetch_pretrained(
         hf_hub_id: str,
         filename: Optional[str] = None,
         cache_dir: Optional[Union[str, Path]] = None,
-) -> Tuple[Path, Optional[Tuple[str, Dict[str, Any]]]]:
-    """Fetch and verify the weight file a timm pretrained cfg names (``hf_hub_id`` = ``ORG/NAME[@revision]``).
+) -> Tuple[Path, Optional[WeightEntry]]:
+    """Fetch and verify the Hub weight file a timm pretrained cfg names (``hf_hub_id`` = ``ORG/NAME[@revision]``).
 
-    Returns the verified path and the manifest entry ``(arch.tag, entry)`` of the file, if the manifest lists
-    it: a pinned entry is held to its sha256 and size, anything else to the digest the Hub reported. Without
-    an explicit ``filename``, a repo that holds only a pickle checkpoint is used when ``allow_pickle()`` allows.
+    Returns the verified path and the manifest entry of the file, if the manifest lists it: a pinned entry is held
+    to its sha256 and size, anything else to the digest the Hub reported. Without an explicit ``filename``, a repo
+    that holds only a pickle checkpoint is used when ``allow_pickle()`` allows.
     """
     repo_id, _, revision = hf_hub_id.partition('@')
     revision = revision or None
     name = filename or SAFE_WEIGHTS_NAME
-    published = find_entry(repo_id, revision, name)
-    sha256 = size = None
-    if published is not None:
-        sha256, size = published[1].get('sha256'), published[1].get('size')
+    published = find_published(repo_id, revision, name)
+    sha256, size = (published.sha256, published.size) if published is not None else (None, None)
     try:
         path = fetch_weights(repo_id, revision=revision, filename=name, sha256=sha256, size=size, cache_dir=cache_dir)
     except WeightsNotFoundError:
