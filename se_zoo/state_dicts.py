@@ -8,13 +8,18 @@ One place for every layout se_zoo reads, used both by ``se-zoo convert`` and by 
 - ``torchvision``: ``features.N[.M].block.J`` mapped block by block onto timm's ``blocks.S.B`` (torchvision's
   MobileNetV3 head ``Linear`` becomes timm's 1x1 ``conv_head``);
 - ``senet``: senet.pytorch's torchvision-style ResNet with a bias-free ``nn.Linear`` SE (``se.fc.0``, ``se.fc.2``);
-- ``retrofit``: a network without SE (timm ResNet, MobileNetV1/V2) into its se_zoo counterpart, with every SE
-  inserted as an exact identity (see ``retrofit_state_dict``).
+- ``legacy``: the original SENets as timm's ``legacy_se*`` models hold them (Cadene's pretrainedmodels layout):
+  stem ``layer0.*`` (onto timm's ``conv1``/``bn1``; SENet-154's three 3x3 convs onto ``conv1.0/.1/.3/.4/.6``
+  and ``bn1``), SE ``se_module.fc1/fc2``, classifier ``last_linear``; the blocks are otherwise timm's. The
+  weights compute their original function only with the layout keywords of ``se_zoo.models.se_resnet``
+  (``stem_pool_ceil``, ``stride_in_1x1``, ``act_before_se``, ``rd_divisor=1``), which their manifest entries carry;
+- ``retrofit``: a network without SE (timm ResNet, MobileNetV1/V2, Inception) into its se_zoo counterpart, with
+  every SE inserted as an exact identity (see ``retrofit_state_dict``).
 
 Nothing here builds a model or touches a file.
 """
 import re
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -26,7 +31,7 @@ __all__ = [
     'rename_state_dict', 'retrofit_state_dict', 'pretrained_filter',
 ]
 
-LAYOUTS = ('timm', 'torchvision', 'senet')
+LAYOUTS = ('timm', 'torchvision', 'senet', 'legacy')
 
 
 class ConversionError(InvalidArgumentError):
@@ -45,6 +50,8 @@ def detect_layout(keys: Sequence[str]) -> str:
     keys = list(keys)
     if any(_SENET_SE.match(k) for k in keys):
         return 'senet'
+    if any(k.startswith('layer0.') for k in keys):
+        return 'legacy'
     if any(k.startswith('features.') and '.block.' in k for k in keys):
         return 'torchvision'
     if any(k.startswith(('conv_stem.', 'blocks.', 'layer1.')) for k in keys):
@@ -81,6 +88,31 @@ def _map_senet(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[str]) 
             value = _linear_as_conv(value)
         mapped[key] = value
     return mapped, []
+
+
+# legacy: `layer0` holds the stem convs and norms by their own names; a deep stem (SENet-154) maps onto timm's
+# `conv1` Sequential (conv, bn, act, conv, bn, act, conv) and its last norm onto `bn1`.
+_LEGACY_STEM = {'conv1': 'conv1', 'bn1': 'bn1'}
+_LEGACY_DEEP_STEM = {'conv1': 'conv1.0', 'bn1': 'conv1.1', 'conv2': 'conv1.3', 'bn2': 'conv1.4', 'conv3': 'conv1.6',
+                     'bn3': 'bn1'}
+
+
+def _map_legacy(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[str]) -> _Mapping:
+    stem = _LEGACY_DEEP_STEM if 'conv1.0.weight' in target_keys else _LEGACY_STEM
+    mapped, unmatched = {}, []
+    for key, value in state_dict.items():
+        if key.startswith('layer0.'):
+            module, _, param = key[len('layer0.'):].partition('.')
+            if module not in stem:
+                unmatched.append(key)
+                continue
+            key = f'{stem[module]}.{param}'
+        elif key.startswith('last_linear.'):
+            key = 'fc.' + key[len('last_linear.'):]
+        else:
+            key = key.replace('.se_module.', '.se.')
+        mapped[key] = value
+    return mapped, unmatched
 
 
 # torchvision: one entry of `features` is a ConvNormActivation (`features.N.0` conv, `features.N.1` norm) or a
@@ -170,7 +202,7 @@ def _map_torchvision(state_dict: Dict[str, torch.Tensor], target_keys: Sequence[
 
 
 _MAPPERS: Dict[str, Callable[..., _Mapping]] = {
-    'timm': _map_timm, 'torchvision': _map_torchvision, 'senet': _map_senet,
+    'timm': _map_timm, 'torchvision': _map_torchvision, 'senet': _map_senet, 'legacy': _map_legacy,
 }
 
 
@@ -234,18 +266,54 @@ _RETROFIT_COMPENSATION = (
 )
 
 
+# How many SE gates each tensor must undo: ``key -> exponent`` of the factor ``1 / gate(0)``, an int or an
+# integer tensor that broadcasts against the tensor (per input channel, for a conv reading halved channels).
+Compensation = Mapping[str, Union[int, torch.Tensor]]
+
+
+def _table_compensation(se_prefixes: Sequence[str], target_keys: Sequence[str]) -> Dict[str, int]:
+    """One factor per SE, on the layer ``_RETROFIT_COMPENSATION`` names for the SE's block."""
+    target_keys = set(target_keys)
+    plan = {}
+    for se in se_prefixes:
+        block = se[:-len('se.')]
+        compensated = next((keys for marker, keys in _RETROFIT_COMPENSATION if block + marker in target_keys), None)
+        if compensated is None:
+            raise ConversionError(f'{block[:-1]}: no layer next to its SE to carry the identity initialisation')
+        plan.update({block + key: 1 for key in compensated})
+    return plan
+
+
+def _scaled(value: torch.Tensor, factor: float, exponent: Union[int, torch.Tensor]) -> torch.Tensor:
+    if isinstance(exponent, int):
+        return value * factor ** exponent
+    # integer powers of a power of two are exact in floating point, so the scaled tensor is exact too
+    scale = torch.pow(torch.tensor(factor, dtype=value.dtype), exponent.to(value.dtype))
+    return value * scale.to(value.device)
+
+
 def retrofit_state_dict(
         state_dict: Dict[str, torch.Tensor],
         target_state_dict: Dict[str, torch.Tensor],
         gate_at_zero: float = 0.5,
+        compensation: Optional[Compensation] = None,
 ) -> Dict[str, torch.Tensor]:
     """A state dict without SE made into one for its SE counterpart, with every SE an exact identity at first.
 
     Each SE's ``fc2`` is zero, so its gate is ``gate(0)`` for every input (0.5 for sigmoid and hard-sigmoid);
-    one adjacent linear layer is scaled by ``1 / gate(0)`` to cancel it (see ``_RETROFIT_COMPENSATION``). With
-    a power-of-two gate the scaling is exact, so the network computes the source's function bit for bit, and
-    its SE learns from the first step (as ``se_zoo.add_se`` does for a model in memory). ``fc1`` keeps the
-    target's fresh initialisation from ``target_state_dict``.
+    tensors next to it are scaled by ``1 / gate(0)`` to cancel it. With a power-of-two gate the scaling is exact,
+    so the network computes the source's function bit for bit, and its SE learns from the first step (as
+    ``se_zoo.add_se`` does for a model in memory). ``fc1`` keeps the target's fresh initialisation from
+    ``target_state_dict``.
+
+    Args:
+        state_dict: the source network's state dict, without SE.
+        target_state_dict: the SE network's (fresh) state dict.
+        gate_at_zero: the SE gate's output for a zero excitation.
+        compensation: ``key -> exponent``: scale ``key`` by ``(1 / gate_at_zero) ** exponent`` (an int, or an
+            integer tensor broadcasting against the tensor). By default one factor on the adjacent layer that
+            ``_RETROFIT_COMPENSATION`` names for each SE's block (ResNet, MBConv); a network whose SE placement
+            needs more supplies its own (SE-Inception: the next module's convs, ``retrofit_compensation()``).
     """
     factor = 1. / gate_at_zero
     out = dict(state_dict)
@@ -256,13 +324,12 @@ def retrofit_state_dict(
         for key in (k for k in target_state_dict if k.startswith(se)):
             fresh = target_state_dict[key]
             out[key] = torch.zeros_like(fresh) if key.startswith(se + 'fc2.') else fresh.clone()
-        block = se[:-len('se.')]
-        compensated = next((keys for marker, keys in _RETROFIT_COMPENSATION if block + marker in target_state_dict),
-                           None)
-        if compensated is None:
-            raise ConversionError(f'{block[:-1]}: no layer next to its SE to carry the identity initialisation')
-        for key in compensated:
-            out[block + key] = state_dict[block + key] * factor
+    if compensation is None:
+        compensation = _table_compensation(se_prefixes, list(target_state_dict))
+    for key, exponent in compensation.items():
+        if key not in state_dict:
+            raise ConversionError(f'{key}: the checkpoint has no such tensor to carry an SE identity factor')
+        out[key] = _scaled(state_dict[key], factor, exponent)
     return out
 
 
@@ -276,7 +343,10 @@ def pretrained_filter(mapping: str) -> Callable[[Dict[str, torch.Tensor], nn.Mod
         def retrofit(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
             gates = [m.gate for n, m in model.named_modules() if n.endswith('.se') and hasattr(m, 'gate')]
             gate_at_zero = float(gates[0](torch.zeros(1))) if gates else 0.5
-            return retrofit_state_dict(state_dict, model.state_dict(), gate_at_zero)
+            # a network whose SE needs more than the adjacent layer scaled says where its factors go
+            plan = getattr(model, 'retrofit_compensation', None)
+            return retrofit_state_dict(
+                state_dict, model.state_dict(), gate_at_zero, plan() if callable(plan) else None)
         return retrofit
     if mapping not in _MAPPERS:
         raise InvalidArgumentError(f'mapping {mapping!r} is not one of {", ".join(("retrofit",) + LAYOUTS)}')

@@ -5,7 +5,8 @@ timm's model is built with random weights and randomised BatchNorm affine parame
 (so every residual branch and SE block contributes), its state_dict is mapped and loaded strictly into the se_zoo model,
 and both classify the skimage photos through timm's eval transform. The four pairs named by the spec run at
 224 px, MobileNetV3-Small and EfficientNet-B1 at 64 px. For EfficientNet B2-B7, which repeat B0/B1's blocks at
-other widths and depths, the strict load (every key, every shape) is checked on the meta device.
+other widths and depths, the strict load (every key, every shape) is checked on the meta device. The original
+SENets (timm's ``legacy_se*``) are recognised as the ``legacy`` layout and map completely, 7x7 and deep stem alike.
 """
 import pytest
 import timm
@@ -13,7 +14,7 @@ import torch
 
 import se_zoo  # noqa: F401  (registers the se_* models)
 from se_zoo import SqueezeExcite
-from se_zoo.state_dicts import rename_state_dict
+from se_zoo.state_dicts import ConversionError, detect_layout, map_state_dict, rename_state_dict
 
 MAX_ABS_DIFF = 1e-5
 
@@ -94,3 +95,28 @@ def test_blocks_run_in_timms_order(timm_name, se_name):
     expected = _parameterised_call_order(timm.create_model(timm_name, **kwargs), x)
     assert any('downsample' in name for name in expected)
     assert _parameterised_call_order(timm.create_model(se_name, **kwargs), x) == expected
+
+
+# The original SENets (timm's legacy_se*): a 7x7 stem and SENet-154's three-conv stem.
+LEGACY_PAIRS = (('legacy_seresnet50', 'se_resnet50'), ('legacy_senet154', 'se_senet154'))
+
+
+@pytest.mark.parametrize('timm_name,se_name', LEGACY_PAIRS, ids=[p[1] for p in LEGACY_PAIRS])
+def test_legacy_layout_is_detected_and_maps_completely(timm_name, se_name):
+    with torch.device('meta'):
+        reference = timm.create_model(timm_name)
+        model = timm.create_model(se_name)
+    source = reference.state_dict()
+    assert detect_layout(source) == 'legacy'
+    mapped = map_state_dict(source, 'legacy', model.state_dict())  # raises unless every key and shape matches
+    assert mapped['fc.weight'] is source['last_linear.weight']
+    assert mapped['layer1.0.se.fc1.weight'] is source['layer1.0.se_module.fc1.weight']
+    assert mapped['bn1.weight'] is source['layer0.bn3.weight' if se_name == 'se_senet154' else 'layer0.bn1.weight']
+
+
+def test_legacy_deep_stem_does_not_map_onto_a_7x7_stem():
+    with torch.device('meta'):
+        source = timm.create_model('legacy_senet154', layers=(1, 1, 1, 1)).state_dict()
+        target = timm.create_model('se_resnext50_32x4d', layers=(1, 1, 1, 1)).state_dict()
+    with pytest.raises(ConversionError, match='layer0.conv2.weight'):
+        map_state_dict(source, 'legacy', target)
