@@ -3,6 +3,11 @@
 The builder calls ``se_layer(chs, rd_ratio=arch_ratio / exp_ratio, act_layer=block_act)`` where
 ``arch_ratio`` is the ``_se`` value written in the architecture string. se_zoo states the reduction
 as the paper's ``r`` instead, so the builder's ratio is rescaled by ``(1 / r) / arch_ratio``.
+
+Every block the builder makes with an ``_se`` option takes this factory the same way: the depthwise-separable
+and inverted-residual blocks, CondConv's ``CondConvResidual`` and the ``EdgeResidual`` of EfficientNet-X (SE on
+the block's expanded width; EfficientNetV2's EdgeResidual stages have none). So one SE layer, and one set of SE
+keywords, serves every MBConv network se_zoo builds.
 """
 from typing import Any, Callable, Dict, Optional
 
