@@ -8,6 +8,9 @@ Each supported block type gets one se_zoo ``SqueezeExcite`` where the paper (or 
 - timm RegNetX ``Bottleneck``: after the 3x3 group conv, reduced width ``in_chs / 4``: the RegNetY design
   (Radosavovic et al. 2020), so a RegNetX becomes a RegNetY with RegNetY's key names (``se.fc1/fc2``).
 - timm ConvNeXt ``ConvNeXtBlock``: at the end of the residual branch (after layer scale), before the add.
+- timm Inception-v3 / Inception-v4 modules: on each module's concatenated output; timm Inception-ResNet-v2 blocks:
+  on the residual branch after its 1x1 ``conv2d``, before the scale and the add (the paper's SE-Inception and
+  SE-Inception-ResNet modules, Fig. 2 and 3). The result has exactly se_zoo's ``se_inception*`` layout.
 - plain conv stacks, e.g. torchvision VGG/AlexNet (``nn.Sequential`` of ``Conv2d`` [``BatchNorm2d``] ``ReLU``):
   after every conv unit's activation, as SE-Inception puts SE after each transformation; the activation becomes
   ``Sequential(act, se)``, so every existing state_dict key is kept.
@@ -15,7 +18,9 @@ Each supported block type gets one se_zoo ``SqueezeExcite`` where the paper (or 
 Identity at insertion. A sigmoid gate cannot output exactly 1, and pushing its bias towards +inf would kill its
 gradient. Instead ``fc2`` starts at zero, so the gate is exactly ``gate(0) = 0.5`` for every input and channel
 (sigmoid and hard-sigmoid alike), and the layer feeding the SE (the BN's affine, ConvNeXt's layer scale, or the
-conv) is doubled. Both are exact power-of-two scalings (through ReLU, which commutes with them), so the output is
+conv) is doubled; in an Inception module, whose max-pool branch passes the module input through, the next
+module's convs take the factor for those channels (see ``se_zoo.models.se_inception.retrofit_compensation`` and
+docs/inception.md). All are exact power-of-two scalings (through ReLU, which commutes with them), so the output is
 bit-for-bit unchanged, while the SE is the paper's ordinary sigmoid SE, identical in layout to a native one, and
 learns from the first step: ``fc2`` receives gradients at once, ``fc1`` from the second step on (as any
 zero-initialised residual branch). Gates with ``gate(0) == 0`` (tanh, relu) cannot be inserted as an identity
@@ -34,9 +39,11 @@ from timm.models.resnet import BasicBlock, Bottleneck
 from torchvision.models import resnet as tv_resnet
 
 from .errors import InvalidArgumentError
-from .models import list_models
+from .models import list_models, named_se_modules
 from .models._timm_compat import recorded_model_args, update_model_args
+from .models.se_inception import INCEPTION_MODULE_TYPES, insert_se, retrofit_compensation
 from .squeeze_excite import SqueezeExcite, se_layer_from_kwargs
+from .state_dicts import retrofit_state_dict
 
 __all__ = ['add_se', 'name_as_se_zoo_architecture', 'SUPPORTED_FAMILIES', 'TorchvisionSEBasicBlock', 'TorchvisionSEBottleneck', 'SEConvNeXtBlock']
 
@@ -45,6 +52,7 @@ SUPPORTED_FAMILIES = (
     'torchvision ResNet/ResNeXt/Wide ResNet (torchvision.models.resnet BasicBlock, Bottleneck)',
     'timm RegNetX (timm.models.regnet Bottleneck without SE)',
     'timm ConvNeXt (timm.models.convnext ConvNeXtBlock)',
+    'timm Inception-v3, Inception-v4 and Inception-ResNet-v2 (Inception modules, Inception-ResNet blocks)',
     'plain conv stacks such as torchvision VGG and AlexNet (nn.Sequential of Conv2d, optional BatchNorm2d, ReLU)',
 )
 # Activations f with f(2x) == 2 f(x): the factor folded in before them passes through unchanged.
@@ -112,17 +120,22 @@ def add_se(model: nn.Module, **se_kwargs: Any) -> nn.Module:
         cancel the SE's initial gate of exactly 0.5 (see the module docstring).
 
     Raises:
-        ValueError: the model already has SE/attention blocks, is of no supported family, or the gate is one
+        InvalidArgumentError: the model already has SE of any kind (``se_zoo.models.SE_MODULE_TYPES``: se_zoo's,
+        timm's, timm's legacy SENet's) or other attention blocks, is of no supported family, or the gate is one
         that cannot start as an identity.
     """
     regnet_width = 'r' not in se_kwargs
     se_kwargs.setdefault('r', 16)
     se_layer = se_layer_from_kwargs(**se_kwargs)
     factor = _gate_compensation(se_layer)
-    existing = [name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)]
-    if existing:
-        raise InvalidArgumentError(f'{type(model).__name__} already has SE blocks (e.g. {existing[0]}); add_se adds them '
-                         f'to a network without')
+    existing = next(named_se_modules(model), None)
+    if existing is not None:
+        name, module = existing
+        raise InvalidArgumentError(f'{type(model).__name__} already has SE blocks ({name or "the model"} is a '
+                                   f'{type(module).__name__}); add_se adds them to a network without')
+    if any(isinstance(m, INCEPTION_MODULE_TYPES) for m in model.modules()):
+        _add_to_inception(model, se_layer, factor)
+        return model
     blocks = [(name, m) for name, m in model.named_modules() if _is_residual_block(m)]
     if blocks:
         for name, block in blocks:
@@ -147,6 +160,15 @@ def _gate_compensation(se_layer: SELayer) -> float:
         raise InvalidArgumentError(f'the gate outputs {gate_at_zero} at zero, so add_se cannot insert SE without changing '
                          f'the output; use gate="sigmoid" or gate="hard_sigmoid"')
     return 1. / gate_at_zero
+
+
+def _add_to_inception(model: nn.Module, se_layer: SELayer, factor: float) -> None:
+    # The same conversion and compensation that build and load se_zoo's se_inception* networks, applied in memory:
+    # parameters are updated in place, so references to them (an optimizer's) stay valid.
+    plain = model.state_dict()
+    insert_se(model, se_layer)
+    identity = retrofit_state_dict(plain, model.state_dict(), 1. / factor, retrofit_compensation(model))
+    model.load_state_dict(identity)
 
 
 def _is_residual_block(module: nn.Module) -> bool:

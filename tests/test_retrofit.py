@@ -7,6 +7,7 @@ import torch.nn as nn
 import torchvision
 
 from se_zoo import SqueezeExcite, add_se
+from se_zoo.errors import InvalidArgumentError
 
 # (builder, SE blocks expected). Small members of each family (ResNets cut to one block per stage to keep the
 # tests fast), ImageNet layouts, random weights.
@@ -93,7 +94,10 @@ def test_se_kwargs_reach_the_layers():
     model = add_se(torchvision.models.resnet18(), r=4, gate='hard_sigmoid', squeeze='max')
     se = model.layer4[0].se
     assert se.fc1.out_channels == 512 // 4
-    assert isinstance(se.gate, nn.Hardsigmoid) or 'hard' in type(se.gate).__name__.lower()
+    assert type(se.gate) is nn.Hardsigmoid
+    assert se.squeeze.pool_type == 'fastmax' and not se.linear_squeeze
+    x = torch.randn(2, 512, 3, 3)
+    assert torch.equal(se.squeeze(x), x.amax((2, 3), keepdim=True))
 
 
 @pytest.mark.parametrize('build, message', [
@@ -109,12 +113,20 @@ def test_unsupported_model_lists_what_is_supported(build, message):
 
 
 def test_refuses_models_that_already_have_se():
-    with pytest.raises(ValueError, match='already has SE blocks'):
+    # se_zoo's SE, timm's SEModule (ResNet, RegNetY) and timm's legacy SENet SEModule alike, naming the first one
+    with pytest.raises(InvalidArgumentError, match=r'already has SE blocks \(layer1\.0\.se is a SqueezeExcite\)'):
         add_se(timm.create_model('se_resnet18'))
-    with pytest.raises(ValueError, match='already has an attention module'):
-        add_se(timm.create_model('seresnet18'))  # timm's own SEModule
-    with pytest.raises(ValueError, match='RegNetY'):
+    with pytest.raises(InvalidArgumentError, match=r'already has SE blocks \(layer1\.0\.se is a SEModule\)'):
+        add_se(timm.create_model('seresnet18'))
+    with pytest.raises(InvalidArgumentError, match=r'already has SE blocks \(s1\.b1\.se is a SEModule\)'):
         add_se(timm.create_model('regnety_002'))
+    with pytest.raises(InvalidArgumentError, match=r'already has SE blocks \(layer1\.0\.se_module is a SEModule\)'):
+        add_se(timm.create_model('legacy_seresnet18'))
+
+
+def test_refuses_other_attention_in_a_resnet_block():
+    with pytest.raises(InvalidArgumentError, match='layer1.0 already has an attention module \\(EcaModule\\)'):
+        add_se(timm.create_model('ecaresnet26t'))
 
 
 def test_refuses_a_gate_that_cannot_start_as_identity():
