@@ -1,28 +1,31 @@
-"""Deployment speed on this CPU: timm eager, se_zoo optimized, PyTorch bf16, ONNX Runtime fp32 and int8 exports.
+"""Deployment speed and accuracy on this CPU: timm eager against the exports of ``se_zoo.deploy`` in every
+precision (fp32 and int8 on ONNX Runtime, bf16 on OpenVINO), the precision ``precision='auto'`` picks, each
+precision's share of its measured peak, and fp32/bf16/int8 top-1 of Fashion-MNIST-trained SE networks.
 
-Method: in one process, every implementation of a comparison runs once per round, interleaved (A B A B ..., the
-order rotating from round to round) so that load from other processes hits all of them alike; a ratio is the
-median of the per-round ratios (in brackets the interquartile range, this machine's noise), a time the median
-over rounds. Models are randomly initialised with realistic BatchNorm statistics (timings do not depend on the
-weights), at 224x224; int8 is calibrated on skimage.data's photos (ranges only matter for accuracy, which is
-measured separately on a Fashion-MNIST model with ``--accuracy-model``).
+Method (``benchmarks/measure.py``, shared with bench_se.py): one process, the glibc allocator thresholds of
+``measure.MALLOC_ENV``, 2 threads for every runtime; every implementation of a comparison runs once per round,
+interleaved (A B A B ..., the order rotating from round to round) so that load from other processes hits all of
+them alike; a ratio is the median of the per-round ratios (in brackets the interquartile range, this machine's
+noise), a time the median over rounds. The export is timed by ``se_zoo.deploy.export(precision='auto')`` itself,
+handed this benchmark's timer: the rounds that choose the default precision are the rounds reported, with timm
+eager and PyTorch bf16 interleaved into them. Speed models are randomly initialised with realistic BatchNorm
+statistics at 224x224 (timings do not depend on the weights); int8 is calibrated on skimage.data's photos.
 
 Sections:
-- peak: the fastest kernel found per precision (large matrix products and convolutions, torch and ONNX Runtime),
-  the reference for the GFLOP/s columns;
-- models: se_resnet50, se_mobilenet_v3_large_100, se_efficientnet_b0, se_mobilenet_v2_100 at batch 1 and 8, plus
-  torchvision's quantized MobileNetV3-Large (x86 backend) as the int8 anchor beside se_mobilenet_v3_large_100;
-- int8 rules: each of ``se_zoo.deploy.INT8_RULES`` against the fp32 export, per model and batch;
-- accuracy (with ``--accuracy-model DIR``): fp32 and int8 top-1 on the 10,000 Fashion-MNIST test images.
+- peak: the fastest kernel found per precision (large matrix products and convolutions; torch, ONNX Runtime and
+  OpenVINO), the reference for the "% of peak" figures;
+- models: se_resnet50, se_mobilenet_v3_large_100, se_efficientnet_b0, se_mobilenet_v2_100 at batch 1 and 8;
+- accuracy: one small network per SE family fine-tuned briefly on Fashion-MNIST (``se_zoo.finetune``), exported
+  with ``precision='auto'`` and evaluated in fp32, bf16 and int8 on the 10,000 test images;
+- int8 rules (``--rules``): each of ``se_zoo.deploy.INT8_RULES`` against the fp32 export.
 
-    python benchmarks/bench_deploy.py --accuracy-model runs/quickstart/best --out benchmarks/results_deploy.md
-    python benchmarks/bench_deploy.py --rounds 3 --models se_mobilenet_v2_100 --out /tmp/smoke.md   # a smoke run
+    python benchmarks/bench_deploy.py --out benchmarks/results_deploy.md
+    python benchmarks/bench_deploy.py --rounds 3 --models se_mobilenet_v2_100 --no-accuracy --out /tmp/smoke.md
 
 Writes the markdown table to ``--out`` and a chart next to it (same name, ``.png``).
 """
 import argparse
 import datetime
-import math
 import os
 import platform
 import statistics
@@ -34,13 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-# glibc hands every freed block above its mmap threshold back to the OS at once, so each PyTorch call page-faults
-# its large activations in again (measured here: timm eager se_resnet50 at batch 8, 485 ms -> 302 ms with these
-# set). Raised thresholds keep freed memory in the process, as jemalloc/tcmalloc or a tuned inference server
-# would; glibc reads them at start-up, hence the re-exec. ONNX Runtime allocates from its own arena either way.
-MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(4 << 30), 'MALLOC_TRIM_THRESHOLD_': str(64 << 30)}
-if __name__ == '__main__' and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import measure  # noqa: E402  (benchmarks/measure.py)
+
+if __name__ == '__main__':
+    measure.use_benchmark_allocator()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -48,59 +49,34 @@ import torch.nn as nn  # noqa: E402
 import timm  # noqa: E402
 
 import se_zoo  # noqa: E402
-from se_zoo.deploy import DEFAULT_INT8_RULE, INT8_RULES, evaluate, export, load, quantize_onnx  # noqa: E402
-from se_zoo.deploy.datasets import photos  # noqa: E402
+from se_zoo.data import photo_batch, photos  # noqa: E402
+from se_zoo.deploy import DEFAULT_INT8_RULE, INT8_RULES, export, quantize_onnx  # noqa: E402
+from se_zoo.deploy.runtime import open_runner  # noqa: E402
+from measure import randomize_batchnorm, ratio_quartiles  # noqa: E402
 
 MODELS = ('se_resnet50', 'se_mobilenet_v3_large_100', 'se_efficientnet_b0', 'se_mobilenet_v2_100')
 BATCHES = (1, 8)
 IMG_SIZE = 224
-# The implementations of the models section, in table order, and the precision each is held to the peak of.
+# The implementations of the models section, in table order, and the precision whose peak each is held to.
 IMPLEMENTATIONS = {
     'timm eager': 'fp32',
-    'se_zoo optimized': 'fp32',
-    'torch bf16': 'bf16',
+    'PyTorch bf16': 'bf16',
     'ORT fp32': 'fp32',
+    'OpenVINO bf16': 'bf16',
     'ORT int8': 'int8',
 }
-TV_INT8 = 'torchvision int8 MobileNetV3-L'
-OPTIMIZED_EXPORT = 'fp32 export of optimize_for_inference'
-ANCHOR_MODEL = 'se_mobilenet_v3_large_100'
+# The implementation that runs each precision of an export (what se_zoo.deploy.load opens).
+EXPORT_IMPLEMENTATION = {'fp32': 'ORT fp32', 'bf16': 'OpenVINO bf16', 'int8': 'ORT int8'}
+# One small network per SE family, trained briefly on Fashion-MNIST: (label, model, model_kwargs, img_size).
+ACCURACY_MODELS = (
+    ('SE-ResNet', 'se_resnet18', {'channels': (24, 48, 96, 192)}, 32),
+    ('SE-MobileNetV3', 'se_mobilenet_v3_large_075', {}, 32),
+    ('SE-EfficientNet', 'se_efficientnet_b0', {}, 32),
+    ('SE-MobileNetV2', 'se_mobilenet_v2_050', {}, 32),
+)
 
 
-# ---------------------------------------------------------------------------------------------------- measurement
-
-def interleaved(fns: Dict[str, Callable[[], object]], rounds: int, min_sample_s: float) -> Dict[str, List[float]]:
-    """Seconds per call of each fn: one sample (of enough calls to last ``min_sample_s``) per fn per round,
-    the order rotating between rounds."""
-    names = list(fns)
-    reps = {}
-    for name in names:
-        fns[name]()
-        start = time.perf_counter()
-        fns[name]()
-        reps[name] = max(1, math.ceil(min_sample_s / max(time.perf_counter() - start, 1e-6)))
-    samples: Dict[str, List[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            # Both runtimes keep their default: worker threads spin for a while after their work is done (ONNX
-            # Runtime's for several ms). A pause lets the last implementation's threads go to sleep before the next
-            # one starts; with 10 ms instead of 50, the spinning took up to a third off whatever ran next.
-            time.sleep(0.05)
-            start = time.perf_counter()
-            for _ in range(reps[name]):
-                fns[name]()
-            samples[name].append((time.perf_counter() - start) / reps[name])
-    return samples
-
-
-def ratios(num: List[float], den: List[float]) -> Tuple[float, float, float]:
-    """Median and interquartile range of the per-round ratios num / den."""
-    values = sorted(a / b for a, b in zip(num, den))
-    if len(values) < 4:
-        return statistics.median(values), values[0], values[-1]
-    q1, q2, q3 = statistics.quantiles(values, n=4)
-    return statistics.median(values), q1, q3
-
+# ---------------------------------------------------------------------------------------------------- peak
 
 def best_rate(fn: Callable[[], object], ops: float, repeats: int = 8) -> float:
     """ops / fastest call, in G(FL)OP/s: a kernel's peak is its best run, the one others disturbed least."""
@@ -112,8 +88,6 @@ def best_rate(fn: Callable[[], object], ops: float, repeats: int = 8) -> float:
         best = min(best, time.perf_counter() - start)
     return ops / best / 1e9
 
-
-# ---------------------------------------------------------------------------------------------------- peak
 
 def _ort_session(path: str, threads: int):
     import onnxruntime as ort
@@ -197,25 +171,16 @@ def measure_peak(workdir: Path, threads: int) -> Dict[str, Dict[str, float]]:
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     qconv = _ort_session(qconv_path, threads)
     rates['int8']['ORT QLinearConv 3x3 (QDQ, per-channel)'] = best_rate(lambda: qconv.run(None, conv_feed), conv_ops)
+
+    # The same convolution in OpenVINO, bf16 and f32 named explicitly (it would pick bf16 by itself here).
+    for precision, label in (('bf16', 'bf16'), ('f32', 'fp32')):
+        run = open_runner(conv_path, 'openvino', 'bf16' if precision == 'bf16' else 'fp32', input_name='x',
+                          num_threads=threads)
+        rates[label][f'OpenVINO Conv 3x3 256ch 28px b8 ({precision})'] = best_rate(lambda: run(conv_feed['x']), conv_ops)
     return rates
 
 
 # ---------------------------------------------------------------------------------------------------- models
-
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BatchNorm statistics and affine parameters as a trained network has them, not identity: timm zero-inits the
-    last BN of each residual branch, which would make the network (and int8 ranges) degenerate."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.weight.copy_(0.5 + 0.5 * torch.rand(n, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-    return model
-
 
 def build(name: str) -> nn.Module:
     torch.manual_seed(0)
@@ -242,25 +207,9 @@ def photo_folder(root: Path) -> Path:
 
 
 def photo_inputs(model: nn.Module, batch: int) -> torch.Tensor:
-    from timm.data import create_transform, resolve_model_data_config
-    transform = create_transform(**resolve_model_data_config(model))
-    images = [transform(p) for p in photos()]
-    return torch.stack([images[i % len(images)] for i in range(batch)])
-
-
-def torchvision_int8_mobilenet_v3(calibration: torch.Tensor) -> nn.Module:
-    """torchvision's quantizable MobileNetV3-Large: fused, x86 qconfig, calibrated on the photos, converted."""
-    from torchvision.models.quantization import mobilenet_v3_large
-    torch.backends.quantized.engine = 'x86'
-    torch.manual_seed(0)
-    model = randomize_batchnorm(mobilenet_v3_large(weights=None, quantize=False)).eval()
-    model.fuse_model(is_qat=False)
-    model.qconfig = torch.ao.quantization.get_default_qconfig('x86')
-    torch.ao.quantization.prepare(model, inplace=True)
-    with torch.inference_mode():
-        model(calibration)
-    torch.ao.quantization.convert(model, inplace=True)
-    return model.eval()
+    """The photos through the model's eval transform, repeated to ``batch``: what export's timer runs too."""
+    images = photo_batch(model)
+    return images[torch.arange(batch) % len(images)].contiguous()
 
 
 @dataclass
@@ -270,7 +219,9 @@ class ModelRow:
     gflop: float  # per batch
     times: Dict[str, float]  # implementation -> median seconds
     speedups: Dict[str, Tuple[float, float, float]]  # vs timm eager: median, q1, q3
-    versus: Dict[str, Tuple[float, float, float]] = field(default_factory=dict)  # named extra ratios
+    over_fp32: Dict[str, Tuple[float, float, float]]  # export precisions vs the fp32 export
+    auto: str = ''  # the precision export(precision='auto') chose for the model (batch sizes 1 and 8)
+    auto_notes: Dict[str, str] = field(default_factory=dict)
 
 
 def torch_fn(model: nn.Module, x: torch.Tensor, bf16: bool = False) -> Callable[[], object]:
@@ -280,11 +231,6 @@ def torch_fn(model: nn.Module, x: torch.Tensor, bf16: bool = False) -> Callable[
     return run
 
 
-def ort_fn(session, input_name: str, x: torch.Tensor) -> Callable[[], object]:
-    feed = {input_name: x.numpy()}
-    return lambda: session.run(None, feed)
-
-
 def bench_models(args, workdir: Path, calibration_dir: Path) -> Tuple[List[ModelRow], List[dict]]:
     rows: List[ModelRow] = []
     rule_rows: List[dict] = []
@@ -292,94 +238,177 @@ def bench_models(args, workdir: Path, calibration_dir: Path) -> Tuple[List[Model
         started = time.perf_counter()
         model = build(name)
         flops = model_flops(model)
-        folder = workdir / name
-        export(model, folder, int8=True, calibration=calibration_dir, calibration_samples=64, progress=False)
-        fp32, int8 = (load(folder, precision=p, num_threads=args.threads) for p in ('fp32', 'int8'))
         optimized = se_zoo.optimize_for_inference(model)
-        rule_sessions = {'ORT fp32': fp32.session}
-        if not args.skip_rules:
-            # The same export made from optimize_for_inference(model) (BatchNorm folded, fused SE epilogue):
-            # ONNX Runtime does its own fusions, so this shows whether handing it the rewritten model pays.
-            export(optimized, workdir / f'{name}.optimized', progress=False)
-            rule_sessions[OPTIMIZED_EXPORT] = _ort_session(str(workdir / f'{name}.optimized' / 'model.onnx'),
-                                                           args.threads)
+        samples_by_batch: Dict[int, Dict[str, List[float]]] = {}
+        pending = list(BATCHES)
+
+        def timer(fns: Dict[str, Callable[[], object]]) -> Dict[str, List[float]]:
+            # export() times its precisions at each batch size in turn; timm eager and PyTorch bf16 join the rounds
+            batch = pending.pop(0)
+            x = photo_inputs(model, batch)
+            x_last = x.contiguous(memory_format=torch.channels_last)
+            everything = {'timm eager': torch_fn(model, x), 'PyTorch bf16': torch_fn(optimized, x_last, bf16=True)}
+            everything.update({EXPORT_IMPLEMENTATION[p]: fn for p, fn in fns.items()})
+            samples = measure.interleaved(everything, args.rounds, min_sample_s=args.min_sample_s)
+            samples_by_batch[batch] = samples
+            return {p: samples[EXPORT_IMPLEMENTATION[p]] for p in fns}
+
+        folder = workdir / name
+        result = export(model, folder, calibration=calibration_dir, calibration_samples=64,
+                        batch_sizes=BATCHES, num_threads=args.threads, timer=timer, progress=False)
+        selection = result.config.selection
+        notes = {p: c.get('reason', '') for p, c in selection['candidates'].items()}
+        notes.update(selection.get('skipped', {}))
+        print(f'{name}: exported, timed and chosen ({result.precision}) in {time.perf_counter() - started:.0f} s; '
+              f'{notes}', flush=True)
+        for batch in BATCHES:
+            samples = samples_by_batch[batch]
+            base = samples['timm eager']
+            fp32 = samples['ORT fp32']
+            row = ModelRow(
+                model=name, batch=batch, gflop=flops * batch / 1e9,
+                times={k: statistics.median(v) for k, v in samples.items()},
+                speedups={k: ratio_quartiles(base, v) for k, v in samples.items()},
+                over_fp32={EXPORT_IMPLEMENTATION[p]: ratio_quartiles(fp32, samples[EXPORT_IMPLEMENTATION[p]])
+                           for p in result.files},
+                auto=result.precision, auto_notes=notes)
+            rows.append(row)
+            print(f'  batch {batch}: ' + '  '.join(f'{k} {1e3 * t:.1f} ms' for k, t in row.times.items()), flush=True)
+
+        if args.rules:
+            rule_sessions = {'ORT fp32': open_runner(folder / 'model.onnx', 'onnxruntime', 'fp32',
+                                                     num_threads=args.threads)}
             calibration = [photo_inputs(model, 8).numpy()]
             for rule in INT8_RULES:
                 path = workdir / f'{name}.{rule}.onnx'
                 quantize_onnx(folder / 'model.onnx', path, calibration, rule=rule)
-                rule_sessions[rule] = _ort_session(str(path), args.threads)
-        tv = torchvision_int8_mobilenet_v3(photo_inputs(model, 8)) if name == ANCHOR_MODEL else None
-        print(f'{name}: built, exported and quantized in {time.perf_counter() - started:.0f} s', flush=True)
-
-        for batch in BATCHES:
-            x = photo_inputs(model, batch)
-            x_last = x.contiguous(memory_format=torch.channels_last)
-            fns = {
-                'timm eager': torch_fn(model, x),
-                'se_zoo optimized': torch_fn(optimized, x_last),
-                'torch bf16': torch_fn(optimized, x_last, bf16=True),
-                'ORT fp32': ort_fn(fp32.session, fp32.config.input_name, x),
-                'ORT int8': ort_fn(int8.session, int8.config.input_name, x),
-            }
-            if tv is not None:
-                fns[TV_INT8] = torch_fn(tv, x)
-            samples = interleaved(fns, args.rounds, args.min_sample_s)
-            base = samples['timm eager']
-            row = ModelRow(
-                model=name, batch=batch, gflop=flops * batch / 1e9,
-                times={k: statistics.median(v) for k, v in samples.items()},
-                speedups={k: ratios(base, v) for k, v in samples.items()})
-            row.versus['int8 / fp32 export'] = ratios(samples['ORT fp32'], samples['ORT int8'])
-            if tv is not None:
-                row.versus['int8 / torchvision int8'] = ratios(samples[TV_INT8], samples['ORT int8'])
-            rows.append(row)
-            print(f'  batch {batch}: ' + '  '.join(f'{k} {1e3 * t:.1f} ms' for k, t in row.times.items()), flush=True)
-
-            if len(rule_sessions) > 1:
-                rule_fns = {k: ort_fn(s, 'input', x) for k, s in rule_sessions.items()}
-                rule_samples = interleaved(rule_fns, args.rule_rounds, args.min_sample_s)
+                rule_sessions[rule] = open_runner(path, 'onnxruntime', 'int8', num_threads=args.threads)
+            for batch in BATCHES:
+                x = photo_inputs(model, batch).numpy()
+                rule_samples = measure.interleaved({k: (lambda r=r: r(x)) for k, r in rule_sessions.items()},
+                                                   args.rule_rounds, min_sample_s=args.min_sample_s)
                 rule_rows.append(dict(
                     model=name, batch=batch,
                     ms={k: 1e3 * statistics.median(v) for k, v in rule_samples.items()},
-                    speedups={k: ratios(rule_samples['ORT fp32'], v) for k, v in rule_samples.items() if k != 'ORT fp32'}))
+                    speedups={k: ratio_quartiles(rule_samples['ORT fp32'], v)
+                              for k, v in rule_samples.items() if k != 'ORT fp32'}))
     return rows, rule_rows
 
 
+# ---------------------------------------------------------------------------------------------------- accuracy
+
+def bench_accuracy(args, workdir: Path) -> List[dict]:
+    """Fine-tune one small network per family on Fashion-MNIST, export it with precision='auto' judged on the
+    10,000 labelled test images, and report every precision's top-1."""
+    from se_zoo.finetune import finetune
+    results = []
+    for label, name, kwargs, size in ACCURACY_MODELS:
+        if args.families and label not in args.families:
+            continue
+        started = time.perf_counter()
+        trained = finetune(
+            name, 'fashion-mnist', output=str(workdir / f'train_{name}'), epochs=args.train_epochs, img_size=size,
+            model_kwargs=dict(kwargs), train_samples=args.train_samples, scale=(1.0, 1.0), lr=2e-3,
+            progress=False, workers=0)
+        trained_s = time.perf_counter() - started
+        result = export(str(trained.best_dir), workdir / f'fashion_{name}', calibration='fashion-mnist',
+                        evaluate='fashion-mnist', batch_sizes=BATCHES, num_threads=args.threads, progress=False)
+        kw = ', '.join(f'{k}={v}' for k, v in kwargs.items())
+        results.append(dict(family=label, model=f'{name}({kw})' if kw else name, img_size=size,
+                            accuracy=result.accuracy, auto=result.precision,
+                            speedups={p: c.get('speedup_over_fp32', {})
+                                      for p, c in result.config.selection['candidates'].items()},
+                            train_s=trained_s, total_s=time.perf_counter() - started))
+        print(f'accuracy {label} {name}: {result.accuracy}, auto picks {result.precision} '
+              f'({time.perf_counter() - started:.0f} s)', flush=True)
+    return results
+
+
 # ---------------------------------------------------------------------------------------------------- report
-
-def _cells(row, impls, cell) -> List[str]:
-    """One table cell per implementation: ``cell(impl)`` where the row measured it, else empty."""
-    return [cell(impl) if impl in row.times else '' for impl in impls]
-
 
 def _fmt_ratio(value: Tuple[float, float, float]) -> str:
     median, q1, q3 = value
     return f'{median:.2f}x ({q1:.2f}–{q3:.2f})'
 
 
-def write_report(args, peak, rows, rule_rows, accuracy, wall_s: float) -> str:
-    peak_best = {p: max(kernels.items(), key=lambda kv: kv[1]) for p, kernels in peak.items() if kernels}
+def _peak_best(peak) -> Dict[str, Tuple[str, float]]:
+    return {p: max(kernels.items(), key=lambda kv: kv[1]) for p, kernels in peak.items() if kernels}
+
+
+def targets(rows: List[ModelRow], accuracy: List[dict], peak) -> List[Tuple[str, str, bool]]:
+    """The deployment targets, measured: (target, result, held)."""
+    out = []
+    picks = [(r, EXPORT_IMPLEMENTATION[r.auto]) for r in rows]
+    low = [f'{r.model} b{r.batch} {r.speedups[i][0]:.2f}x' for r, i in picks if r.speedups[i][0] < 2.5]
+    values = [r.speedups[i][0] for r, i in picks]
+    if values:
+        out.append(("auto's pick >= 2.5x timm eager, batch 1 and 8, every model",
+                    f'{min(values):.2f}–{max(values):.2f}x' + (f'; below: {", ".join(low)}' if low else ''), not low))
+    if accuracy:
+        lost = [f'{a["family"]} {a["auto"]} {a["accuracy"][a["auto"]] - a["accuracy"]["fp32"]:+.2f}' for a in accuracy]
+        held = all(a['accuracy'][a['auto']] >= a['accuracy']['fp32'] - 0.5 for a in accuracy)
+        out.append(("auto's pick within 0.5 top-1 points of fp32 on the Fashion-MNIST model of its family",
+                    ', '.join(lost) + ' points', held))
+        # the speed model's pick, judged on the trained model of its family
+        family_of = {'se_resnet50': 'SE-ResNet', 'se_mobilenet_v3_large_100': 'SE-MobileNetV3',
+                     'se_efficientnet_b0': 'SE-EfficientNet', 'se_mobilenet_v2_100': 'SE-MobileNetV2'}
+        by_family = {a['family']: a for a in accuracy}
+        cross = []
+        for model in dict.fromkeys(r.model for r in rows):
+            pick = next(r.auto for r in rows if r.model == model)
+            a = by_family.get(family_of.get(model))
+            if a is not None and pick in a['accuracy']:
+                cross.append((model, pick, a['accuracy'][pick] - a['accuracy']['fp32']))
+        if cross:
+            out.append(("the 224px models' pick, within 0.5 points of fp32 on the trained model of the family",
+                        ', '.join(f'{m} {p} {d:+.2f}' for m, p, d in cross) + ' points',
+                        all(d >= -0.5 for _, _, d in cross)))
+    slower = [f'{r.model} b{r.batch} {r.over_fp32[i][0]:.2f}x' for r, i in picks if r.over_fp32[i][0] < 1.0]
+    if picks:
+        out.append(('no default export slower than its own fp32 file',
+                    'slowest pick over fp32: ' + f'{min(r.over_fp32[i][0] for r, i in picks):.2f}x'
+                    + (f'; below 1: {", ".join(slower)}' if slower else ''), not slower))
+    best = _peak_best(peak)
+    for r, impl in picks:
+        if r.model == 'se_resnet50' and r.batch == 8:
+            precision = IMPLEMENTATIONS[impl]
+            share = r.gflop / r.times[impl] / best[precision][1]
+            out.append(('se_resnet50 batch 8 in the chosen precision >= 60% of its peak',
+                        f'{r.auto}: {r.gflop / r.times[impl]:.0f} G(FL)OP/s = {100 * share:.0f}% of '
+                        f'{best[precision][1]:.0f}', share >= 0.6))
+    return out
+
+
+def write_report(args, peak, rows, rule_rows, accuracy, wall_s: float, commands: Sequence[str] = (),
+                 loads: Sequence[Tuple[float, float, float]] = ()) -> str:
+    best = _peak_best(peak)
+    commands = list(commands) or [f'python benchmarks/bench_deploy.py {" ".join(sys.argv[1:])}']
     lines = [
-        '# se_zoo deployment: ONNX Runtime fp32 and int8 against PyTorch on this CPU',
+        '# se_zoo deployment on this CPU: every precision of an export against timm eager',
         '',
         f'- device: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, '
-        f'{args.threads} threads for torch and ONNX Runtime',
+        f'{args.threads} threads for torch, ONNX Runtime and OpenVINO',
         f'- software: torch {torch.__version__}, timm {timm.__version__}, onnxruntime {_version("onnxruntime")}, '
-        f'onnx {_version("onnx")}, se_zoo {se_zoo.__version__}, Python {platform.python_version()}',
-        f'- method: {args.rounds} interleaved rounds per comparison, {IMG_SIZE}x{IMG_SIZE} input, random weights with '
-        f'realistic BatchNorm statistics; int8 = `se_zoo.deploy` rule `{DEFAULT_INT8_RULE}` calibrated on '
-        f"skimage.data's photos; both runtimes with their default threading, 50 ms pause between implementations; "
-        f"glibc malloc thresholds raised ({', '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())})",
+        f'openvino {_version("openvino")}, onnx {_version("onnx")}, se_zoo {se_zoo.__version__}, '
+        f'Python {platform.python_version()}',
+        f'- method: `benchmarks/measure.py` (shared with bench_se.py): {args.rounds} interleaved rounds per '
+        f'comparison, 50 ms pause before each sample, glibc malloc thresholds raised '
+        f"({', '.join(f'{k}={v}' for k, v in measure.MALLOC_ENV.items())}); {IMG_SIZE}x{IMG_SIZE} input, random "
+        f'weights with realistic BatchNorm statistics; int8 = `se_zoo.deploy` rule `{DEFAULT_INT8_RULE}` '
+        f"calibrated on skimage.data's photos",
         f'- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC',
-        f'- command: `python benchmarks/bench_deploy.py {" ".join(sys.argv[1:])}`',
-        f'- wall time: {wall_s:.0f} s',
+        '- command: ' + ' and '.join(f'`{c}`' for c in commands),
+        f'- wall time: {wall_s:.0f} s; load average (1, 5, 15 min) at the end of each run: '
+        + '; '.join(', '.join(f'{v:.1f}' for v in load) for load in (list(loads) or [os.getloadavg()]))
+        + ' on 2 cores (other processes shared the machine)',
         '',
-        'Speed-ups are medians of per-round ratios (timm eager time / implementation time; > 1: faster), in brackets '
-        "the interquartile range of the per-round ratios, this machine's noise; times are ms per batch (median). "
-        '"se_zoo optimized" is `se_zoo.optimize_for_inference(model)` with channels_last input; "torch bf16" is the '
-        'same under `torch.autocast("cpu", torch.bfloat16)`; "ORT" is the `se_zoo.deploy.export` folder run by '
-        '`se_zoo.deploy.load`. GFLOP/s count the model\'s convolutions and matrix products (2 per MAC, int8 ops '
-        'alike) per second; "% peak" is against the measured peak of the precision the implementation computes in.',
+        'Each model is exported by `se_zoo.deploy.export(model, precision="auto", batch_sizes=(1, 8))`, handed this '
+        "benchmark's timer: the rounds below are the ones auto chose from (timm eager and PyTorch bf16 interleaved "
+        'into them), so every figure is measured once. "ORT" is ONNX Runtime, "PyTorch bf16" is '
+        '`se_zoo.optimize_for_inference(model)`, channels_last, under `torch.autocast("cpu", torch.bfloat16)`. Per '
+        'cell: ms per batch (median over rounds); speed-up over timm eager, the median of per-round ratios '
+        "(interquartile range, this machine's noise); G(FL)OP/s of the model's convolutions and matrix products "
+        "(2 per MAC, int8 ops alike) and their share of the measured peak of the precision computed in.",
         '',
         '## Measured peak per precision',
         '',
@@ -388,53 +417,58 @@ def write_report(args, peak, rows, rule_rows, accuracy, wall_s: float) -> str:
     ]
     for precision, kernels in peak.items():
         for kernel, rate in sorted(kernels.items(), key=lambda kv: -kv[1]):
-            mark = '**peak**' if peak_best[precision][0] == kernel else ''
+            mark = '**peak**' if best[precision][0] == kernel else ''
             lines.append(f'| {precision} | {kernel} | {rate:.0f} | {mark} |')
-    lines += ['', '## Speed', '']
-    impls = list(IMPLEMENTATIONS) + ([TV_INT8] if any(TV_INT8 in r.times for r in rows) else [])
-    lines.append('| model | batch | ' + ' | '.join(impls) + ' |')
-    lines.append('|---|---:|' + '---:|' * len(impls))
+    impls = list(IMPLEMENTATIONS)
+    lines += ['', '## Speed', '',
+              '| model | batch | GFLOP/batch | ' + ' | '.join(impls) + ' | auto picks | pick / fp32 export |',
+              '|---|---:|---:|' + '---:|' * len(impls) + '---|---:|']
     for row in rows:
-        cells = _cells(row, impls, lambda impl: f'{1e3 * row.times[impl]:.1f} ms<br>{_fmt_ratio(row.speedups[impl])}')
-        lines.append(f'| {row.model} | {row.batch} | ' + ' | '.join(cells) + ' |')
-    lines += ['', '### GFLOP/s and share of the measured peak', '']
-    lines.append('| model | batch | GFLOP/batch | ' + ' | '.join(impls) + ' |')
-    lines.append('|---|---:|---:|' + '---:|' * len(impls))
-    for row in rows:
-        def share_of_peak(impl: str) -> str:
+        cells = []
+        for impl in impls:
+            if impl not in row.times:
+                cells.append('')
+                continue
             rate = row.gflop / row.times[impl]
-            return f'{rate:.0f} ({100 * rate / peak_best[IMPLEMENTATIONS.get(impl, "int8")][1]:.0f}%)'
-        cells = _cells(row, impls, share_of_peak)
-        lines.append(f'| {row.model} | {row.batch} | {row.gflop:.1f} | ' + ' | '.join(cells) + ' |')
-    lines += ['', '### int8 against the fp32 export and against torchvision\'s int8', '']
-    lines.append('| model | batch | int8 / fp32 export | int8 / torchvision int8 MobileNetV3-L |')
-    lines.append('|---|---:|---:|---:|')
-    for row in rows:
-        tv = row.versus.get('int8 / torchvision int8')
-        lines.append(f'| {row.model} | {row.batch} | {_fmt_ratio(row.versus["int8 / fp32 export"])} | '
-                     f'{_fmt_ratio(tv) if tv else ""} |')
+            share = 100 * rate / best[IMPLEMENTATIONS[impl]][1]
+            cells.append(f'{1e3 * row.times[impl]:.1f} ms<br>{_fmt_ratio(row.speedups[impl])}<br>'
+                         f'{rate:.0f} ({share:.0f}%)')
+        pick = EXPORT_IMPLEMENTATION[row.auto]
+        lines.append(f'| {row.model} | {row.batch} | {row.gflop:.1f} | ' + ' | '.join(cells)
+                     + f' | **{row.auto}** ({pick}) | {_fmt_ratio(row.over_fp32[pick])} |')
+    lines += ['', "Why auto passed over a precision (deploy.json's `selection`):", '']
+    for model in dict.fromkeys(r.model for r in rows):
+        notes = next(r.auto_notes for r in rows if r.model == model)
+        text = '; '.join(f'{p}: {n}' for p, n in notes.items() if n) or 'nothing passed over'
+        lines.append(f'- {model}: {text}')
+    if accuracy:
+        lines += ['', '## Accuracy of every precision on Fashion-MNIST', '',
+                  f'One small network per SE family fine-tuned by `se_zoo.finetune.finetune` ({args.train_epochs} '
+                  f'epoch(s) on {args.train_samples or 60000} training images, no augmentation but flips), exported '
+                  'with `precision="auto", calibration="fashion-mnist"` (256 training images), '
+                  '`evaluate="fashion-mnist"`: top-1 on all 10,000 test images, each precision on its runtime. '
+                  "auto's pick here is for the trained network at its own input size, timed at batch 1 and 8.", '',
+                  '| family | model | input | fp32 | bf16 | int8 | bf16 - fp32 | int8 - fp32 | auto picks |',
+                  '|---|---|---:|---:|---:|---:|---:|---:|---|']
+        for a in accuracy:
+            acc = a['accuracy']
+            diff = lambda p: f'{acc[p] - acc["fp32"]:+.2f}' if p in acc else ''  # noqa: E731
+            cell = lambda p: f'{acc[p]:.2f}%' if p in acc else ''  # noqa: E731
+            lines.append(f'| {a["family"]} | `{a["model"]}` | {a["img_size"]} px | {cell("fp32")} | {cell("bf16")} | '
+                         f'{cell("int8")} | {diff("bf16")} | {diff("int8")} | {a["auto"]} |')
     if rule_rows:
         rules = list(rule_rows[0]['speedups'])
-        lines += ['', '## ONNX variants: speed-up over the fp32 export', '',
-                  f'{args.rule_rounds} interleaved rounds. Each rule of `se_zoo.deploy.INT8_RULES` quantizes the same '
-                  'fp32 export (see `se_zoo/deploy/quantize.py`); "fp32 export of optimize_for_inference" exports '
-                  '`se_zoo.optimize_for_inference(model)` instead of the model. ms per batch, then the median '
-                  'per-round ratio fp32 export / variant.', '']
-        lines.append('| model | batch | fp32 | ' + ' | '.join(r if r == OPTIMIZED_EXPORT else f'`{r}`' for r in rules) + ' |')
-        lines.append('|---|---:|---:|' + '---:|' * len(rules))
+        lines += ['', '## int8 rules: speed-up over the fp32 export', '',
+                  f'{args.rule_rounds} interleaved rounds of their own (so the fp32 times here are a separate '
+                  'measurement from the table above). ms per batch, then the median per-round ratio fp32 / rule.', '',
+                  '| model | batch | fp32 | ' + ' | '.join(f'`{r}`' for r in rules) + ' |',
+                  '|---|---:|---:|' + '---:|' * len(rules)]
         for rr in rule_rows:
             cells = [f'{rr["ms"][r]:.1f} ms<br>{_fmt_ratio(rr["speedups"][r])}' for r in rules]
             lines.append(f'| {rr["model"]} | {rr["batch"]} | {rr["ms"]["ORT fp32"]:.1f} ms | ' + ' | '.join(cells) + ' |')
-        lines.append('')
-        lines.append('Worst case over models and batches (an int8 rule must never be slower than fp32): ' + ', '.join(
-            f'`{r}` {min(rr["speedups"][r][0] for rr in rule_rows):.2f}x' for r in rules if r != OPTIMIZED_EXPORT) + '.')
-    if accuracy:
-        lines += ['', '## int8 accuracy on real data', '',
-                  f'`{accuracy["model"]}` exported with `int8=True, calibration="fashion-mnist"` '
-                  f'({accuracy["calibration_samples"]} training images), evaluated on the '
-                  f'{accuracy["images"]} Fashion-MNIST test images by ONNX Runtime:', '',
-                  '| fp32 | int8 | int8 - fp32 |', '|---:|---:|---:|',
-                  f'| {accuracy["fp32"]:.2f}% | {accuracy["int8"]:.2f}% | {accuracy["int8"] - accuracy["fp32"]:+.2f} points |']
+    lines += ['', '## Targets', '', '| target | measured | held? |', '|---|---|---|']
+    for target, result, held in targets(rows, accuracy, peak):
+        lines.append(f'| {target} | {result} | {"yes" if held else "**no**"} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -442,7 +476,7 @@ def write_chart(rows: List[ModelRow], path: Path) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    impls = [i for i in list(IMPLEMENTATIONS) + [TV_INT8] if any(i in r.speedups for r in rows)]
+    impls = [i for i in IMPLEMENTATIONS if any(i in r.speedups for r in rows)]
     fig, axes = plt.subplots(1, len(BATCHES), figsize=(6.5 * len(BATCHES), 4.2), sharey=True)
     for ax, batch in zip(np.atleast_1d(axes), BATCHES):
         batch_rows = [r for r in rows if r.batch == batch]
@@ -452,16 +486,60 @@ def write_chart(rows: List[ModelRow], path: Path) -> None:
             values = [r.speedups[impl] for r in batch_rows if impl in r.speedups]
             ax.bar(xs, [v[0] for v in values], width,
                    yerr=[[v[0] - v[1] for v in values], [v[2] - v[0] for v in values]], label=impl, capsize=2)
+        for j, r in enumerate(batch_rows):
+            ax.annotate(f'auto: {r.auto}', (j, r.speedups[EXPORT_IMPLEMENTATION[r.auto]][0]), fontsize=7,
+                        ha='center', va='bottom', xytext=(0, 8), textcoords='offset points')
         ax.axhline(1.0, color='black', linewidth=0.8)
-        ax.axhline(2.0, color='grey', linewidth=0.8, linestyle='--')
+        ax.axhline(2.5, color='grey', linewidth=0.8, linestyle='--')
         ax.set_xticks(range(len(batch_rows)))
         ax.set_xticklabels([r.model.replace('se_', '').replace('_100', '') for r in batch_rows], fontsize=8)
         ax.set_title(f'batch {batch}')
     np.atleast_1d(axes)[0].set_ylabel('speed-up over timm eager (median, IQR)')
     np.atleast_1d(axes)[-1].legend(fontsize=7)
-    fig.suptitle('se_zoo deployment on this CPU (dashed: the 2x target of the fp32 export)')
+    fig.suptitle("se_zoo deployment on this CPU (dashed: the 2.5x target of auto's pick)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def _render(args) -> int:
+    """Write the report from pickled runs: the speed sections of one, the accuracy section of another."""
+    import pickle
+    measured: Dict[str, object] = dict(peak={}, rows=[], rule_rows=[], accuracy=[])
+    commands = []
+    loads = []
+    args.wall_s = 0.0
+    for path in args.render:
+        kept = pickle.loads(Path(path).read_bytes())
+        commands.append('python benchmarks/bench_deploy.py ' + ' '.join(kept.get('argv', [])))
+        args.wall_s += kept.get('wall_s', 0.0)
+        if 'load' in kept:
+            loads.append(kept['load'])
+        if kept.get('rows'):
+            args.rounds = kept.get('rounds', args.rounds)
+        if kept.get('accuracy'):
+            args.train_epochs, args.train_samples = kept.get('train', (args.train_epochs, args.train_samples))
+        for key in measured:
+            if kept.get(key):
+                # accuracy sections of several runs (one family each) add up; the speed sections come from one
+                measured[key] = measured[key] + kept[key] if key == 'accuracy' else kept[key]
+    report = write_report(args, measured['peak'], measured['rows'], measured['rule_rows'], measured['accuracy'],
+                          args.wall_s, commands=commands, loads=loads)
+    out = Path(args.out)
+    out.write_text(report)
+    if measured['rows']:
+        write_chart(measured['rows'], out.with_suffix('.png'))
+    print(report)
+    return 0
+
+
+def _keep(args, started: float, **measured) -> None:
+    """Every figure measured so far, pickled beside ``--out`` (``.pkl``): a report can be re-rendered from it."""
+    import pickle
+    path = Path(args.out).with_suffix('.pkl')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(dict(measured, argv=sys.argv[1:], rounds=args.rounds,
+                                       train=(args.train_epochs, args.train_samples), load=os.getloadavg(),
+                                       wall_s=time.perf_counter() - started)))
 
 
 def _version(module: str) -> str:
@@ -477,16 +555,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--min-sample-s', type=float, default=0.05,
                         help='each sample repeats the call until it lasts this long')
     parser.add_argument('--models', nargs='+', default=list(MODELS))
+    parser.add_argument('--no-accuracy', action='store_true', help='skip the Fashion-MNIST accuracy section')
+    parser.add_argument('--train-epochs', type=int, default=1)
+    parser.add_argument('--train-samples', type=int, default=30000)
+    parser.add_argument('--families', nargs='+', default=None, metavar='FAMILY',
+                        help=f'accuracy section: only these of {", ".join(a[0] for a in ACCURACY_MODELS)}')
+    parser.add_argument('--no-speed', action='store_true', help='skip the peak and models sections')
+    parser.add_argument('--render', nargs='+', default=None, metavar='PKL',
+                        help='measure nothing: write the report from the .pkl files earlier runs left beside their '
+                             '--out (e.g. one run of the speed sections and one of the accuracy section)')
+    parser.add_argument('--rules', action='store_true', help='also time every int8 rule against fp32')
     parser.add_argument('--rule-rounds', type=int, default=7, help='rounds of the int8 rules section')
-    parser.add_argument('--skip-rules', action='store_true', help='skip the int8 rules section')
-    parser.add_argument('--accuracy-model', default=None, metavar='DIR',
-                        help='a Fashion-MNIST model folder (se-zoo finetune best/) to measure int8 accuracy on')
-    parser.add_argument('--calibration-samples', type=int, default=256)
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
+    if args.render:
+        return _render(args)
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings('ignore')  # exporter and torch.ao deprecation notices; nothing here depends on them
+    warnings.filterwarnings('ignore')  # exporter and deprecation notices; nothing here depends on them
     import logging
     logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantizer logs advice through the root logger
     import onnxruntime as ort
@@ -494,24 +580,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix='bench_deploy_') as tmp:
         workdir = Path(tmp)
-        peak = measure_peak(workdir, args.threads)
-        for precision, kernels in peak.items():
-            print(f'peak {precision}: ' + ', '.join(f'{k} {v:.0f}' for k, v in kernels.items()), flush=True)
-        rows, rule_rows = bench_models(args, workdir, photo_folder(workdir))
-        accuracy = None
-        if args.accuracy_model:
-            folder = workdir / 'accuracy'
-            export(args.accuracy_model, folder, int8=True, calibration='fashion-mnist',
-                   calibration_samples=args.calibration_samples, progress=False)
-            measured = evaluate(folder, 'fashion-mnist', progress=False)
-            accuracy = dict(model=args.accuracy_model, calibration_samples=args.calibration_samples, images=10000,
-                            **measured)
-            print(f'accuracy: {measured}', flush=True)
+        peak, rows, rule_rows = {}, [], []
+        if not args.no_speed:
+            peak = measure_peak(workdir, args.threads)
+            for precision, kernels in peak.items():
+                print(f'peak {precision}: ' + ', '.join(f'{k} {v:.0f}' for k, v in kernels.items()), flush=True)
+            rows, rule_rows = bench_models(args, workdir, photo_folder(workdir))
+            _keep(args, started, peak=peak, rows=rows, rule_rows=rule_rows)
+        accuracy = [] if args.no_accuracy else bench_accuracy(args, workdir)
+        _keep(args, started, peak=peak, rows=rows, rule_rows=rule_rows, accuracy=accuracy)
     report = write_report(args, peak, rows, rule_rows, accuracy, time.perf_counter() - started)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
-    write_chart(rows, out.with_suffix('.png'))
+    if rows:
+        write_chart(rows, out.with_suffix('.png'))
     print(report)
     return 0
 

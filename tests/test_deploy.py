@@ -1,10 +1,13 @@
-"""se_zoo.deploy: ONNX export checked on real photos, int8 accuracy on real Fashion-MNIST images, the sidecar round
-trip, and the errors a user gets (through the command line: message and exit status 2).
+"""se_zoo.deploy: ONNX export checked on real photos, bf16 on OpenVINO against PyTorch, how ``precision='auto'``
+chooses (with an injected timer: which precision is faster is made, not measured), int8 accuracy on real
+Fashion-MNIST images, the sidecar round trip, and the errors a user gets (through the command line: message and
+exit status 2).
 
 Small networks at small sizes keep the file to about a minute per worker; speed is measured in
 benchmarks/bench_deploy.py, never here.
 """
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -26,7 +29,8 @@ ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
 pytest.importorskip('skimage')
 
-from se_zoo.deploy import ExportMismatchError, evaluate, export, load  # noqa: E402
+from se_zoo.deploy import BF16_TOLERANCE, ExportMismatchError, bf16_unsupported_reason, evaluate, export, load  # noqa: E402,E501
+from se_zoo.deploy import runtime as deploy_runtime  # noqa: E402
 from se_zoo.deploy.config import CONFIG_NAME  # noqa: E402
 from se_zoo.deploy.datasets import FASHION_MNIST_CLASSES, calibration_dataset, evaluation_dataset  # noqa: E402
 from se_zoo.deploy.quantize import se_nodes, spatial_means_as_pools  # noqa: E402
@@ -59,9 +63,23 @@ def _model(randomize_batchnorm, name: str, size: int, num_classes: int = 10, **k
     return randomize_batchnorm(model).eval()
 
 
-def _photo_inputs(photos, model: nn.Module) -> torch.Tensor:
+def _eval_inputs(images, model: nn.Module) -> torch.Tensor:
+    """Any images through the model's eval transform (the photos alone: the ``photo_batch`` fixture)."""
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
-    return torch.stack([transform(p) for p in photos])
+    return torch.stack([transform(image.convert('RGB')) for image in images])
+
+
+def _size(model: nn.Module) -> int:
+    return model.pretrained_cfg['input_size'][-1]
+
+
+BF16_SUPPORTED = importlib.util.find_spec('openvino') is not None and bf16_unsupported_reason() is None
+needs_bf16 = pytest.mark.skipif(not BF16_SUPPORTED, reason='bf16 needs OpenVINO and a CPU with bf16 instructions')
+
+
+def _no_bf16_cpu(monkeypatch) -> None:
+    """Make this CPU look like one without bf16 instructions (AVX-512 without its BF16 extension)."""
+    monkeypatch.setattr(deploy_runtime, '_cpu_flags', lambda: frozenset({'sse4_2', 'avx2', 'avx512f'}))
 
 
 def _cli(argv: List[str], capsys) -> Tuple[int, str, str]:
@@ -74,17 +92,17 @@ def _cli(argv: List[str], capsys) -> Tuple[int, str, str]:
 # ---------------------------------------------------------------------------------------------------- export
 
 @pytest.mark.parametrize('family', list(FAMILIES))
-def test_export_matches_pytorch_on_photos_at_batch_1_and_3(family, tmp_path, photos, randomize_batchnorm):
+def test_export_matches_pytorch_on_photos_at_batch_1_and_3(family, tmp_path, photo_batch, randomize_batchnorm):
     name, kwargs, size = FAMILIES[family]
     model = _model(randomize_batchnorm, name, size, **kwargs)
-    result = export(model, tmp_path / 'out')
+    result = export(model, tmp_path / 'out', precision='fp32')
 
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [CONFIG_NAME, 'model.onnx']
     graph = onnx.load(str(result.files['fp32'])).graph
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.HasField('dim_value'), 'the batch dimension must be symbolic'
 
-    x = _photo_inputs(photos, model)
+    x = photo_batch(size, model)
     with torch.inference_mode():
         expected = model(x).numpy()
     session = ort.InferenceSession(str(result.files['fp32']), providers=['CPUExecutionProvider'])
@@ -108,7 +126,7 @@ def test_export_matches_pytorch_on_photos_at_batch_1_and_3(family, tmp_path, pho
 
 def test_export_that_does_not_match_is_refused_and_writes_nothing(tmp_path, monkeypatch, randomize_batchnorm):
     model = _model(randomize_batchnorm, 'se_resnet18', 32, **NARROW_RESNET)
-    export_module = importlib.import_module('se_zoo.deploy.export')  # the module, not the function it exports
+    export_module = importlib.import_module('se_zoo.deploy.exporting')
     real_export_onnx = export_module._export_onnx
 
     def exporter_with_a_bug(model, example, path, input_name, output_name):
@@ -121,7 +139,7 @@ def test_export_that_does_not_match_is_refused_and_writes_nothing(tmp_path, monk
 
     monkeypatch.setattr(export_module, '_export_onnx', exporter_with_a_bug)
     with pytest.raises(ExportMismatchError, match='does not match PyTorch.*nothing was written'):
-        export(model, tmp_path / 'out')
+        export(model, tmp_path / 'out', precision='fp32')
     assert list(tmp_path.iterdir()) == []
 
     # An earlier export being replaced stays as it was.
@@ -129,7 +147,7 @@ def test_export_that_does_not_match_is_refused_and_writes_nothing(tmp_path, monk
     earlier.mkdir()
     (earlier / CONFIG_NAME).write_text('{"format": "earlier"}')
     with pytest.raises(ExportMismatchError):
-        export(model, earlier, overwrite=True)
+        export(model, earlier, precision='fp32', overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['earlier']
     assert (earlier / CONFIG_NAME).read_text() == '{"format": "earlier"}'
 
@@ -137,7 +155,7 @@ def test_export_that_does_not_match_is_refused_and_writes_nothing(tmp_path, monk
 def test_tolerance_zero_refuses_what_float_rounding_alone_changes(tmp_path, randomize_batchnorm):
     model = _model(randomize_batchnorm, 'se_resnet18', 32, **NARROW_RESNET)
     with pytest.raises(ExportMismatchError, match='allowed 0'):
-        export(model, tmp_path / 'out', tolerance=0.0)
+        export(model, tmp_path / 'out', precision='fp32', tolerance=0.0)
     assert not (tmp_path / 'out').exists()
 
 
@@ -193,13 +211,13 @@ def fashion_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='session')
 def fashion_export(fashion_model_dir, tmp_path_factory) -> Path:
-    """The trained model exported with int8, calibrated on the default 256 Fashion-MNIST training images (once per
-    run)."""
+    """The trained model exported as int8 (asked for, so that no timing decides the default), calibrated on the
+    default 256 Fashion-MNIST training images (once per run)."""
     root = _run_dir(tmp_path_factory)
     folder = root / 'deploy_fashion_export'
     with FileLock(str(root / 'deploy_fashion_export.lock')):
         if not (folder / CONFIG_NAME).is_file():
-            export(str(fashion_model_dir), folder, int8=True, calibration='fashion-mnist', progress=False)
+            export(str(fashion_model_dir), folder, precision='int8', calibration='fashion-mnist', progress=False)
     return folder
 
 
@@ -210,7 +228,8 @@ def _torch_model(folder: Path) -> nn.Module:
 
 def test_int8_accuracy_within_half_a_point_of_fp32_on_fashion_mnist(fashion_export, fashion_model_dir):
     config = json.loads((fashion_export / CONFIG_NAME).read_text())
-    assert config['files'] == {'fp32': 'model.onnx', 'int8': 'model.int8.onnx'}
+    assert config['files'] == {'fp32': {'file': 'model.onnx', 'runtime': 'onnxruntime'},
+                               'int8': {'file': 'model.int8.onnx', 'runtime': 'onnxruntime'}}
     assert config['default_precision'] == 'int8'
     assert config['int8']['calibration'] == 'fashion-mnist' and config['int8']['calibration_images'] == 256
     # int8 holds QDQ pairs around per-channel weights, as ONNX Runtime's quantizer writes them
@@ -246,7 +265,7 @@ def test_load_and_predict_gives_pytorch_top1_with_label_names(fashion_export, fa
         paths.append(tmp_path / f'{i}.png')
         image.save(paths[-1])
     with torch.inference_mode():
-        expected = model(_photo_inputs(images, model)).softmax(1).numpy()
+        expected = model(_eval_inputs(images, model)).softmax(1).numpy()
 
     for inputs in (images, paths):
         predictions = deployed.predict(inputs, top_k=3)
@@ -277,7 +296,8 @@ def test_predict_refuses_a_tensor_of_another_size(fashion_export):
 
 def test_cli_export_int8_evaluate_and_predict(fashion_model_dir, tmp_path, capsys):
     out = tmp_path / 'out'
-    code, stdout, _ = _cli(['export', str(fashion_model_dir), str(out), '--int8', '--calibration', 'fashion-mnist',
+    code, stdout, _ = _cli(['export', str(fashion_model_dir), str(out), '--precision', 'int8', '--calibration',
+                            'fashion-mnist',
                             '--calibration-samples', '64', '--evaluate', '--eval-samples', '500', '--no-progress'],
                            capsys)
     assert code == 0
@@ -320,17 +340,18 @@ def test_cli_unwritable_or_occupied_output(tmp_path, capsys):
 
 
 def test_cli_int8_needs_calibration_images(tmp_path, capsys):
-    code, _, err = _cli(['export', 'se_resnet18', str(tmp_path / 'out'), '--int8'], capsys)
-    assert code == 2 and 'int8 needs calibration images' in err
+    for asked in (['--int8'], ['--precision', 'auto', '--int8'], ['--precision', 'int8']):
+        code, _, err = _cli(['export', 'se_resnet18', str(tmp_path / 'out'), *asked], capsys)
+        assert code == 2 and 'int8 needs calibration images' in err and len(err.strip().splitlines()) == 1
 
     empty = tmp_path / 'calibration'
     (empty / 'cats').mkdir(parents=True)
     (empty / 'cats' / 'readme.txt').write_text('no images here')
-    code, _, err = _cli(['export', 'se_resnet18', str(tmp_path / 'out'), '--int8', '--calibration', str(empty)],
-                        capsys)
+    code, _, err = _cli(['export', 'se_resnet18', str(tmp_path / 'out'), '--precision', 'int8', '--calibration',
+                         str(empty)], capsys)
     assert code == 2 and 'holds no images' in err
 
-    code, _, err = _cli(['export', 'se_resnet18', str(tmp_path / 'out'), '--int8', '--calibration',
+    code, _, err = _cli(['export', 'se_resnet18', str(tmp_path / 'out'), '--precision', 'int8', '--calibration',
                          str(tmp_path / 'missing')], capsys)
     assert code == 2 and 'does not exist' in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ['calibration']
@@ -360,7 +381,189 @@ def test_without_onnxruntime_export_names_the_extra(tmp_path, monkeypatch, capsy
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # what `import onnxruntime` sees when it is not installed
     model = _model(randomize_batchnorm, 'se_resnet18', 32, **NARROW_RESNET)
     with pytest.raises(MissingDependencyError, match=r"onnxruntime .*pip install 'se-zoo\[deploy\]'"):
-        export(model, tmp_path / 'out')
+        export(model, tmp_path / 'out', precision='fp32')
     assert not (tmp_path / 'out').exists()
     code, _, err = _cli(['export', 'se_resnet18', str(tmp_path / 'out')], capsys)
     assert code == 2 and "se-zoo[deploy]" in err
+
+
+# ---------------------------------------------------------------------------------------------------- bf16
+
+@needs_bf16
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_bf16_export_matches_pytorch_on_photos(family, tmp_path, photo_batch, randomize_batchnorm):
+    name, kwargs, size = FAMILIES[family]
+    model = _model(randomize_batchnorm, name, size, **kwargs)
+    result = export(model, tmp_path / 'out', precision='bf16')
+
+    config = json.loads((tmp_path / 'out' / CONFIG_NAME).read_text())
+    assert config['files'] == {
+        'fp32': {'file': 'model.onnx', 'runtime': 'onnxruntime'},
+        'bf16': {'file': 'model.onnx', 'runtime': 'openvino', 'inference_precision': 'bf16'}}
+    assert config['default_precision'] == 'bf16' and config['selection'] == {'mode': 'asked', 'chosen': 'bf16'}
+
+    deployed = load(tmp_path / 'out')
+    assert (deployed.precision, deployed.runtime) == ('bf16', 'openvino')
+    x = photo_batch(size, model)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    logits = deployed.run(x.numpy())
+    # bf16 keeps 8 significant bits: within BF16_TOLERANCE x max(1, max|logit|), and the same top-1 on every photo.
+    allowed = BF16_TOLERANCE * max(1.0, float(np.abs(expected).max()))
+    assert np.abs(logits - expected).max() <= allowed
+    assert logits.argmax(1).tolist() == expected.argmax(1).tolist()
+    assert result.bf16_max_abs_logit_diff <= allowed
+    # ... yet it is not float32: OpenVINO was told bf16 and did not quietly compute in f32.
+    fp32 = load(tmp_path / 'out', precision='fp32').run(x.numpy())
+    assert np.abs(logits - expected).max() > 10 * np.abs(fp32 - expected).max()
+
+
+def test_bf16_is_refused_on_a_cpu_without_bf16(tmp_path, monkeypatch, capsys, randomize_batchnorm):
+    _no_bf16_cpu(monkeypatch)
+    model = _model(randomize_batchnorm, 'se_resnet18', 32, **NARROW_RESNET)
+    with pytest.raises(InvalidArgumentError, match=r'bf16 needs a CPU with bf16 instructions.*use precision'):
+        export(model, tmp_path / 'out', precision='bf16')
+    code, _, err = _cli(['export', 'se_resnet18', str(tmp_path / 'out'), '--precision', 'bf16'], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and 'bf16 needs a CPU with bf16 instructions' in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------- auto
+
+def _made_up_timer(ms: dict):
+    """A timer that reports ``ms[precision]`` milliseconds per call for every call it is handed (calling each once,
+    as a real timer would), with a little round-to-round noise: which precision is faster is decided here."""
+    calls = {}
+
+    def timer(fns):
+        for name, fn in fns.items():
+            fn()
+            calls[name] = calls.get(name, 0) + 1
+        return {name: [ms[name] * 1e-3 * (1 + 0.01 * r) for r in range(5)] for name in fns}
+
+    timer.calls = calls
+    return timer
+
+
+@pytest.mark.parametrize('case', ['int8 faster', 'int8 slower', 'int8 inaccurate'])
+def test_auto_keeps_the_fastest_precision_whose_accuracy_holds(case, tmp_path, monkeypatch, randomize_batchnorm):
+    _no_bf16_cpu(monkeypatch)  # fp32 and int8 only, on any CPU
+    if case == 'int8 inaccurate':
+        # no int8 logit is ever within a zero tolerance of fp32's: its accuracy does not hold, however fast
+        monkeypatch.setitem(importlib.import_module('se_zoo.deploy.selection').CHECK_TOLERANCE, 'int8', 0.0)
+    timer = _made_up_timer({'fp32': 10.0, 'int8': 30.0 if case == 'int8 slower' else 4.0})
+    model = _model(randomize_batchnorm, 'se_resnet18', 32, **NARROW_RESNET)
+    result = export(model, tmp_path / 'out', calibration='fashion-mnist', calibration_samples=32, check_samples=32,
+                    batch_sizes=(1, 8), timer=timer, progress=False)
+
+    expected = 'int8' if case == 'int8 faster' else 'fp32'
+    config = json.loads((tmp_path / 'out' / CONFIG_NAME).read_text())
+    assert result.precision == config['default_precision'] == expected
+    assert load(tmp_path / 'out').precision == expected  # load() runs the chosen precision
+    assert timer.calls == {'fp32': 2, 'int8': 2}  # both precisions timed at both batch sizes
+
+    selection = config['selection']
+    assert selection['mode'] == 'auto' and selection['chosen'] == expected and selection['batch_sizes'] == [1, 8]
+    assert 'bf16 instructions' in selection['skipped']['bf16']
+    assert selection['check_images'] == 4 + 32  # the photos and 32 training images beside the calibrated ones
+    int8 = selection['candidates']['int8']
+    assert int8['ms_per_batch'] == {'1': pytest.approx(30.0 if case == 'int8 slower' else 4.0, rel=0.05),
+                                    '8': pytest.approx(30.0 if case == 'int8 slower' else 4.0, rel=0.05)}
+    assert selection['candidates']['fp32']['speedup_over_fp32'] == {'1': 1.0, '8': 1.0}
+    if case == 'int8 faster':
+        assert int8['speedup_over_fp32']['1'] == pytest.approx(2.5, rel=0.05) and int8['accuracy_holds']
+        assert int8['top1_agreement'] >= 0.99
+    elif case == 'int8 slower':
+        assert int8['accuracy_holds'] and int8['reason'] == 'not faster than fp32 at batch 1, 8'
+    else:
+        assert not int8['accuracy_holds'] and "keep fp32's top-1 and logits" in int8['reason']
+
+
+@needs_bf16
+def test_auto_chooses_bf16_where_it_is_fastest_and_names_its_runtime(tmp_path, randomize_batchnorm):
+    timer = _made_up_timer({'fp32': 10.0, 'bf16': 5.0})
+    model = _model(randomize_batchnorm, 'se_mobilenet_v3_small_100', 96)
+    result = export(model, tmp_path / 'out', timer=timer)
+    assert result.precision == 'bf16'
+    config = json.loads((tmp_path / 'out' / CONFIG_NAME).read_text())
+    assert {p: f['runtime'] for p, f in config['files'].items()} == {'fp32': 'onnxruntime', 'bf16': 'openvino'}
+    assert config['selection']['skipped'] == {'int8': 'no calibration images were given'}
+    assert config['selection']['check_images'] == 4  # the photos alone without calibration data
+    deployed = load(tmp_path / 'out')
+    assert (deployed.precision, deployed.runtime) == ('bf16', 'openvino')
+
+
+def test_auto_on_labelled_data_keeps_int8_within_half_a_point(fashion_model_dir, tmp_path, monkeypatch):
+    _no_bf16_cpu(monkeypatch)
+    timer = _made_up_timer({'fp32': 10.0, 'int8': 5.0})
+    result = export(str(fashion_model_dir), tmp_path / 'out', calibration='fashion-mnist', calibration_samples=64,
+                    evaluate='fashion-mnist', eval_samples=1000, timer=timer, progress=False)
+    config = json.loads((tmp_path / 'out' / CONFIG_NAME).read_text())
+    accuracy = config['selection']['evaluated_on']['accuracy']
+    assert accuracy == result.accuracy and accuracy['fp32'] > 75
+    # int8 is faster by the timer's account; it is chosen exactly when its accuracy holds
+    holds = accuracy['int8'] >= accuracy['fp32'] - 0.5
+    assert config['selection']['candidates']['int8']['accuracy_holds'] == holds
+    assert result.precision == ('int8' if holds else 'fp32')
+
+
+# ---------------------------------------------------------------------------------------------------- run
+
+def test_run_gives_the_logits_predict_reports_and_predict_runs_one_batch(fashion_export, photos, tmp_path):
+    deployed = load(fashion_export)
+    paths = []
+    for i, image in enumerate(photos):
+        paths.append(tmp_path / f'{i}.png')
+        image.save(paths[-1])
+    logits = deployed.run(deployed.preprocess(paths))
+    assert logits.shape == (len(paths), 10)
+
+    calls = []
+    runner = deployed._runner
+    deployed._runner = lambda batch: calls.append(len(batch)) or runner(batch)
+    predictions = deployed.predict(paths, top_k=10)
+    assert calls == [len(paths)]  # the files ran together as one batch, not one by one
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    np.testing.assert_allclose(np.stack([p.probabilities for p in predictions]), probabilities, atol=1e-6)
+    assert [p.index for p in predictions] == logits.argmax(1).tolist()
+
+
+def test_run_refuses_anything_but_a_preprocessed_float32_batch(fashion_export):
+    deployed = load(fashion_export)
+    good = np.zeros((2, 3, FASHION_SIZE, FASHION_SIZE), np.float32)
+    assert deployed.run(good).shape == (2, 10)
+    bad = {
+        'shape 2x3x20x20': np.zeros((2, 3, 20, 20), np.float32),
+        'float64 array': good.astype(np.float64),
+        'shape 3x32x32': good[0],
+        'not contiguous': np.zeros((2, FASHION_SIZE, FASHION_SIZE, 3), np.float32).transpose(0, 3, 1, 2),
+        'a Tensor': torch.zeros(2, 3, FASHION_SIZE, FASHION_SIZE),
+        'shape 0x3x32x32': good[:0],
+    }
+    for found, batch in bad.items():
+        with pytest.raises(InvalidArgumentError, match=rf'run\(\) takes a contiguous float32 numpy array of shape '
+                                                       rf'Nx3x32x32 with N >= 1, not .*{found}') as raised:
+            deployed.run(batch)
+        assert '\n' not in str(raised.value)
+
+
+def test_unknown_precision_is_refused(tmp_path, capsys, fashion_export, randomize_batchnorm):
+    model = _model(randomize_batchnorm, 'se_resnet18', 32, **NARROW_RESNET)
+    with pytest.raises(InvalidArgumentError, match=r"precision='fp16' is unknown; use one of auto, fp32, bf16, int8"):
+        export(model, tmp_path / 'out', precision='fp16')
+    with pytest.raises(InvalidArgumentError, match=r"precision='fp16' is not one of fp32, bf16, int8"):
+        load(fashion_export, precision='fp16')
+    with pytest.raises(InvalidArgumentError, match=r'has no bf16 model \(it holds fp32, int8\)'):
+        load(fashion_export, precision='bf16')
+    with pytest.raises(SystemExit) as exited:
+        cli_main(['export', 'se_resnet18', str(tmp_path / 'out'), '--precision', 'fp16'])
+    assert exited.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deploy_submodules_are_not_shadowed():
+    import se_zoo.deploy as deploy
+    for name in ('exporting', 'evaluation', 'selection', 'runtime', 'timing'):
+        assert importlib.import_module(f'se_zoo.deploy.{name}') is getattr(deploy, name)
+    assert callable(deploy.export) and callable(deploy.evaluate)

@@ -1,7 +1,8 @@
 """The sidecar of an export, ``deploy.json``: everything a deployer needs besides the ONNX files themselves.
 
 It records the preprocessing the model was trained with (input size, mean/std, interpolation, crop), the label
-names where known, which ONNX file holds which precision, and what the export was checked against. It is plain
+names where known, which file and which runtime run each precision, what the export was checked against, and how
+the default precision was chosen (every timing and accuracy figure ``precision='auto'`` measured). It is plain
 JSON, readable without se_zoo; ``Preprocessing.transform()`` rebuilds timm's eval transform from it.
 """
 import dataclasses
@@ -14,12 +15,20 @@ import torch.nn as nn
 
 from ..errors import InvalidArgumentError, MissingFileError
 
-__all__ = ['CONFIG_NAME', 'FORMAT', 'ONNX_FILES', 'PRECISIONS', 'DeployConfig', 'Preprocessing', 'model_label_names']
+__all__ = [
+    'CONFIG_NAME', 'FORMAT', 'ONNX_FILES', 'PRECISIONS', 'RUNTIMES', 'DeployConfig', 'Preprocessing',
+    'model_label_names']
 
 CONFIG_NAME = 'deploy.json'
-FORMAT = 'se_zoo.deploy/1'
-PRECISIONS = ('fp32', 'int8')
-ONNX_FILES = {'fp32': 'model.onnx', 'int8': 'model.int8.onnx'}
+FORMAT = 'se_zoo.deploy/2'
+# Format 1 named one ONNX Runtime file per precision; it is read as such.
+_FORMAT_1 = 'se_zoo.deploy/1'
+PRECISIONS = ('fp32', 'bf16', 'int8')
+# The file each precision runs. bf16 is the float32 graph, run by OpenVINO with bf16 as its inference precision:
+# OpenVINO converts the weights once at load, so a second copy of them on disk would gain nothing.
+ONNX_FILES = {'fp32': 'model.onnx', 'bf16': 'model.onnx', 'int8': 'model.int8.onnx'}
+# The runtime each precision runs on (measured fastest on an AVX512-BF16 CPU: docs/deploy.md).
+RUNTIMES = {'fp32': 'onnxruntime', 'bf16': 'openvino', 'int8': 'onnxruntime'}
 
 
 @dataclass
@@ -67,24 +76,37 @@ class DeployConfig:
         source: what was exported (a model name, folder or Hub reference), for the record.
         preprocessing: how to turn an image into the model's input.
         label_names: one name per output, or None when the model's pretrained_cfg has none.
-        files: ONNX file name per precision (``fp32`` always; ``int8`` when quantized).
-        default_precision: the file ``se_zoo.deploy.load`` runs unless told otherwise.
+        files: per precision, ``{'file': ONNX file name, 'runtime': 'onnxruntime' | 'openvino', ...}``
+            (``fp32`` always; ``bf16`` and ``int8`` when exported); a bf16 entry also names its
+            ``inference_precision``.
+        default_precision: the precision ``se_zoo.deploy.load`` runs unless told otherwise.
         input_name, output_name: the ONNX graph's input (N x C x H x W, dynamic N) and output (N x classes).
         checks: what the export was verified against (photos, measured differences, tolerance).
         int8: how the int8 file was made (calibration data, nodes kept in float), when there is one.
+        selection: how ``default_precision`` was chosen: ``'auto'`` (with every timing and accuracy figure it
+            measured) or the precision that was asked for.
     """
     architecture: str
     source: str
     preprocessing: Preprocessing
     label_names: Optional[List[str]]
     num_classes: int
-    files: Dict[str, str] = field(default_factory=dict)
+    files: Dict[str, Dict[str, str]] = field(default_factory=dict)
     default_precision: str = 'fp32'
     input_name: str = 'input'
     output_name: str = 'logits'
     checks: Dict[str, Any] = field(default_factory=dict)
     int8: Optional[Dict[str, Any]] = None
+    selection: Dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
+
+    def file(self, precision: str) -> str:
+        """The file name that runs ``precision``."""
+        return self.files[precision]['file']
+
+    def runtime(self, precision: str) -> str:
+        """The runtime (``'onnxruntime'`` or ``'openvino'``) that runs ``precision``."""
+        return self.files[precision]['runtime']
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + '\n'
@@ -95,9 +117,12 @@ class DeployConfig:
             values = json.loads(text)
         except ValueError as e:
             raise InvalidArgumentError(f'{origin} is not JSON: {e}') from e
-        if not isinstance(values, dict) or values.get('format') != FORMAT:
+        if not isinstance(values, dict) or values.get('format') not in (FORMAT, _FORMAT_1):
             found = values.get('format') if isinstance(values, dict) else None
             raise InvalidArgumentError(f'{origin} is format {found!r}; this se_zoo reads {FORMAT!r}')
+        if values['format'] == _FORMAT_1:
+            values['files'] = {p: dict(file=name, runtime='onnxruntime') for p, name in values.get('files', {}).items()}
+            values['format'] = FORMAT
         try:
             preprocessing = dict(values.pop('preprocessing'))
             preprocessing['input_size'] = tuple(preprocessing['input_size'])

@@ -1,4 +1,5 @@
-"""The images that deployment reads: calibration sets, labelled evaluation sets and the photos exports are checked on.
+"""The images that deployment reads: calibration sets, the unlabelled images ``precision='auto'`` checks a
+precision on, labelled evaluation sets and the photos exports are checked on.
 
 This is the one module of ``se_zoo.deploy`` that imports ``se_zoo.data``: calibration and evaluation accept what
 fine-tuning accepts (``'fashion-mnist'`` or an ImageFolder directory), with the same checks up front.
@@ -9,11 +10,12 @@ from typing import Optional, Sequence, Union
 import torch
 
 from .. import data
-from ..data import FASHION_MNIST, FASHION_MNIST_CLASSES, PHOTO_NAMES, photos
+from ..data import FASHION_MNIST, FASHION_MNIST_CLASSES, PHOTO_NAMES, photo_batch, photos
 from ..errors import InvalidArgumentError, MissingFileError
 
 __all__ = [
-    'FASHION_MNIST', 'FASHION_MNIST_CLASSES', 'PHOTO_NAMES', 'calibration_dataset', 'evaluation_dataset', 'photos']
+    'FASHION_MNIST', 'FASHION_MNIST_CLASSES', 'PHOTO_NAMES', 'calibration_dataset', 'check_dataset',
+    'evaluation_dataset', 'photo_batch', 'photos']
 
 
 def calibration_dataset(source: Union[str, Path], num_samples: int) -> torch.utils.data.Dataset:
@@ -28,6 +30,26 @@ def calibration_dataset(source: Union[str, Path], num_samples: int) -> torch.uti
     if str(source) == FASHION_MNIST:
         return data.FashionMNIST('train', num_samples=num_samples)
     return data.random_subset(_image_folder(source), num_samples)
+
+
+def check_dataset(source: Union[str, Path], calibration_samples: int, num_samples: int) -> torch.utils.data.Dataset:
+    """Up to ``num_samples`` images of ``source`` that ``calibration_dataset(source, calibration_samples)`` does
+    not hold: the unlabelled images a precision is checked on, kept apart from the ones int8 was calibrated on
+    (int8 would look better on the images its ranges were measured on). Fewer where ``source`` has fewer."""
+    if str(source) == FASHION_MNIST:
+        train = data.FashionMNIST('train', num_samples=calibration_samples + num_samples)
+        indices = range(min(calibration_samples, len(train)), len(train))
+        return torch.utils.data.Subset(train, list(indices))
+    folder = _image_folder(source)
+    # random_subset draws a prefix of one fixed permutation, so the larger draw holds the calibration set.
+    calibrated = data.random_subset(folder, calibration_samples)
+    larger = data.random_subset(folder, calibration_samples + num_samples)
+    taken = set(_indices(calibrated))
+    return torch.utils.data.Subset(folder, [i for i in _indices(larger) if i not in taken])
+
+
+def _indices(dataset: torch.utils.data.Dataset) -> list:
+    return list(dataset.indices) if isinstance(dataset, torch.utils.data.Subset) else list(range(len(dataset)))
 
 
 def evaluation_dataset(

@@ -1,17 +1,14 @@
-"""Top-1 accuracy of an export on labelled images, per precision, as ONNX Runtime runs it."""
+"""Top-1 accuracy of an export on labelled images, per precision, each on its runtime."""
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
-
-import numpy as np
 
 from ..errors import InvalidArgumentError
 from .config import DeployConfig
 from .datasets import evaluation_dataset
 from .runtime import load
+from .selection import Candidate, accuracy_on
 
 __all__ = ['evaluate']
-
-_BATCH = 256
 
 
 def evaluate(
@@ -34,7 +31,7 @@ def evaluate(
             named like the model's labels.
         precisions: which of the export's files to run (default: all it holds).
         num_samples: evaluate on this many images (default: all).
-        num_threads: ONNX Runtime intra-op threads.
+        num_threads: the runtimes' threads.
         progress: show a progress bar.
 
     Returns:
@@ -47,19 +44,6 @@ def evaluate(
         raise InvalidArgumentError(f'{path} has no {", ".join(unknown)} model (it holds {", ".join(config.files)})')
     models = {p: load(path, precision=p, num_threads=num_threads) for p in precisions}
     dataset = evaluation_dataset(data, config.label_names, num_samples)
-    preprocess = next(iter(models.values())).preprocess
-
-    from tqdm import tqdm
-    correct = {p: 0 for p in precisions}
-    seen = 0
-    with tqdm(total=len(dataset), desc='evaluating', unit='img', disable=not progress) as bar:
-        for start in range(0, len(dataset), _BATCH):
-            items = [dataset[i] for i in range(start, min(start + _BATCH, len(dataset)))]
-            batch = preprocess([image for image, _ in items])
-            labels = np.array([label for _, label in items])
-            for precision, model in models.items():
-                correct[precision] += int((model(batch).argmax(axis=1) == labels).sum())
-            seen += len(labels)
-            bar.update(len(labels))
-    return {p: 100.0 * correct[p] / seen for p in precisions}
-
+    preprocessing = config.preprocessing
+    candidates = {p: Candidate(p, model.run) for p, model in models.items()}
+    return accuracy_on(candidates, dataset, preprocessing.transform(), preprocessing.image_mode, progress)
