@@ -17,7 +17,6 @@ Writes the markdown table to ``--out`` and a chart next to it (same name, ``.png
 """
 import argparse
 import datetime
-import math
 import os
 import platform
 import statistics
@@ -29,6 +28,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 # torch.profiler (peak CPU memory) logs every session start/stop through kineto unless told otherwise
 os.environ.setdefault('KINETO_LOG_LEVEL', '5')
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import measure  # noqa: E402  (benchmarks/measure.py: the allocator settings and timer every benchmark shares)
+
+if __name__ == '__main__':
+    measure.use_benchmark_allocator()
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -84,41 +89,18 @@ def _autocast(settings: Settings):
 
 
 def interleaved(fns: Dict[str, Callable[[], object]], settings: Settings, warmup: int = 2) -> Dict[str, List[float]]:
-    """Seconds per call of each fn, one sample per fn per round, in rotating order."""
-    names = list(fns)
-    reps = {}
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-        _sync(settings.device)
-        start = time.perf_counter()
-        fns[name]()
-        _sync(settings.device)
-        once = time.perf_counter() - start
-        reps[name] = max(1, math.ceil(settings.min_sample_s / max(once, 1e-6)))
-    samples: Dict[str, List[float]] = {name: [] for name in names}
-    for r in range(settings.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            _sync(settings.device)
-            start = time.perf_counter()
-            for _ in range(reps[name]):
-                fns[name]()
-            _sync(settings.device)
-            samples[name].append((time.perf_counter() - start) / reps[name])
-    return samples
+    """Seconds per call of each fn, one sample per fn per round, in rotating order (``benchmarks/measure.py``)."""
+    return measure.interleaved(fns, settings.rounds, min_sample_s=settings.min_sample_s, warmup=warmup,
+                               sync=lambda: _sync(settings.device))
 
 
 def median_ratio(num: List[float], den: List[float]) -> float:
-    return statistics.median(a / b for a, b in zip(num, den))
+    return measure.median_ratio(num, den)
 
 
 def ratio_spread(num: List[float], den: List[float]) -> Tuple[float, float]:
     """The 25th and 75th percentiles of the per-round ratios: how far apart two rounds of this machine can be."""
-    ratios = sorted(a / b for a, b in zip(num, den))
-    if len(ratios) < 4:
-        return ratios[0], ratios[-1]
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return q1, q3
+    return measure.ratio_quartiles(num, den)[1:]
 
 
 def peak_train_memory(step: Callable[[], object], device: torch.device) -> float:

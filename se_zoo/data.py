@@ -2,25 +2,34 @@
 the real photos that conversions and exports are checked on.
 
 Both kinds are map-style datasets that yield ``(PIL image, class_index)``; ``TransformedDataset`` applies a
-``timm.data.create_transform`` pipeline on top. Problems a user can fix (a missing directory, an empty class folder, an
-unreadable image, Fashion-MNIST not installed) raise an error that names the path and the fix, before any training.
+``timm.data.create_transform`` pipeline on top. A folder is listed, never read, when its dataset is built; an
+image that does not decode is named when it is read (or skipped and counted, for training: ``ImageFolder``), or
+found up front by ``find_unreadable_images``. Problems a user can fix (a missing directory, an empty class folder,
+Fashion-MNIST not installed) raise an error that names the path and the fix, before any training.
 """
+import contextlib
 import gzip
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn as nn
 from PIL import Image
-from timm.data import ImageDataset
+from timm.data import ImageDataset, create_transform, resolve_data_config
 from timm.data.readers.img_extensions import get_img_extensions
-from timm.data.readers.reader_image_folder import find_images_and_targets
+from timm.data.readers.reader_image_folder import ReaderImageFolder
+from torch.utils.data import default_collate
+from tqdm import tqdm
 
 from .errors import InvalidArgumentError, MissingDependencyError, MissingFileError
 
 __all__ = [
     'FASHION_MNIST', 'FASHION_MNIST_ROOT', 'FASHION_MNIST_CLASSES', 'PHOTO_NAMES', 'FashionMNIST', 'ImageFolder',
-    'TransformedDataset', 'create_datasets', 'eval_split_name', 'photos', 'random_subset', 'read_idx',
+    'TransformedDataset', 'UnreadableImage', 'collate_readable', 'create_datasets', 'dataset_image_paths',
+    'eval_split_name', 'find_unreadable_images', 'photo_batch', 'photos', 'random_subset', 'read_idx',
 ]
 
 FASHION_MNIST = 'fashion-mnist'
@@ -108,59 +117,146 @@ class FashionMNIST(torch.utils.data.Dataset):
         return img, int(self.targets[index])
 
 
-class ImageFolder(ImageDataset):
-    """timm's ``ImageDataset`` over a ``root/<class>/<image>`` tree, checked up front.
+class UnreadableImage(NamedTuple):
+    """Stands in for an image that failed to open or decode, in an ``ImageFolder(skip_unreadable=True)``."""
+    path: str
+    error: str
 
-    Every class folder must hold at least one image and every image must open; otherwise a ``ValueError`` names
-    the folder or file. (timm's dataset skips unreadable files with a warning, which would silently train on less
-    data.) A decoding error that only shows while loading is raised with the file name as well.
+
+class ImageFolder(ImageDataset):
+    """timm's ``ImageDataset`` over a ``root/<class>/<image>`` tree, built by listing the files only.
+
+    Building it opens no image, so a folder of a million images is ready in the time it takes to list them
+    (``find_unreadable_images`` checks them all up front, in parallel, for those who want it). Every class folder
+    must hold at least one image file, and an eval split may not have classes the training split lacks; otherwise
+    an ``InvalidArgumentError`` names the folder.
+
+    An image that does not open or decode raises an ``InvalidArgumentError`` naming the file when it is read; with
+    ``skip_unreadable=True`` it yields ``(UnreadableImage(path, error), target)`` instead, which
+    ``TransformedDataset`` passes through and ``collate_readable`` takes out of the batch, so that the training
+    loop can skip and count it. (timm's own dataset silently substitutes the next image.)
+
+    Args:
+        root: The folder of class folders.
+        class_to_idx: The class indices to use (an eval split takes the training split's); default: the class
+            folders in timm's order.
+        skip_unreadable: Yield an ``UnreadableImage`` for a file that cannot be read, instead of raising.
+        input_img_mode: PIL mode the images are converted to.
     """
 
-    def __init__(self, root: Union[str, Path], class_to_idx: Optional[Dict[str, int]] = None, **kwargs: Any) -> None:
+    def __init__(
+            self,
+            root: Union[str, Path],
+            class_to_idx: Optional[Dict[str, int]] = None,
+            skip_unreadable: bool = False,
+            input_img_mode: str = 'RGB',
+    ) -> None:
         root = Path(root)
-        found_to_idx = _check_image_folder(root)
-        if class_to_idx is None:
-            class_to_idx = found_to_idx
-        else:
-            unknown = sorted(set(found_to_idx) - set(class_to_idx))
-            if unknown:
-                raise InvalidArgumentError(f'{root} has class folders the training split lacks: {", ".join(unknown)}')
-        super().__init__(str(root), class_map=class_to_idx, **kwargs)
-        self.classes = tuple(sorted(class_to_idx, key=class_to_idx.get))
+        reader = _list_image_folder(root, class_to_idx)
+        super().__init__(str(root), reader=reader, input_img_mode=input_img_mode)
+        self.skip_unreadable = skip_unreadable
+        self.classes = tuple(sorted(reader.class_to_idx, key=reader.class_to_idx.get))
 
     def __getitem__(self, index: int) -> Tuple[Any, int]:
+        path, target = self.reader.samples[index]
         try:
-            return super().__getitem__(index)
-        except OSError as e:
-            raise InvalidArgumentError(f'cannot read image {self.filename(index, absolute=True)}: {e}') from e
+            img = _decode(path, self.input_img_mode)
+        except Exception as e:  # PIL raises many unrelated types for a bad file (OSError, SyntaxError, ...)
+            if not self.skip_unreadable:
+                raise InvalidArgumentError(f'cannot read image {path}: {_one_line(e)}') from e
+            return UnreadableImage(path, _one_line(e)), target
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, target
+
+    def paths(self) -> List[str]:
+        """The image files, in index order."""
+        return [path for path, _ in self.reader.samples]
 
 
-def _check_image_folder(root: Path) -> Dict[str, int]:
+def _decode(path: str, mode: str) -> Image.Image:
+    with Image.open(path) as img:
+        return img.convert(mode)  # decodes the pixels: a truncated file fails here, not at open
+
+
+def _one_line(error: BaseException) -> str:
+    return ' '.join(str(error).split()) or type(error).__name__
+
+
+def _list_image_folder(root: Path, class_to_idx: Optional[Dict[str, int]]) -> ReaderImageFolder:
+    """timm's folder reader over ``root`` (one walk of the tree, no image opened), with its targets renumbered to
+    ``class_to_idx`` and the folder's layout checked."""
     if not root.is_dir():
         raise MissingFileError(f'dataset directory {root} does not exist')
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith('.'))
+    extensions = get_img_extensions(as_set=True)
+    class_dirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith('.'))
     if not class_dirs:
         raise InvalidArgumentError(f'{root} has no class folders; expected {root}/<class name>/<image files>')
-    extensions = get_img_extensions(as_set=True)
-    for class_dir in class_dirs:
-        images = [p for p in class_dir.rglob('*') if p.suffix.lower() in extensions and p.is_file()]
-        if not images:
-            raise InvalidArgumentError(
-                f'class folder {class_dir} holds no images (looked for {", ".join(sorted(extensions))})')
-        for path in images:
-            _check_image(path)
-    _, class_to_idx = find_images_and_targets(str(root), types=extensions)
-    return class_to_idx
-
-
-def _check_image(path: Path) -> None:
     try:
-        with Image.open(path) as img:
-            img.verify()  # the container: header, chunk checksums
-        with Image.open(path) as img:
-            img.load()  # the pixels: a truncated file passes verify() and fails only here
-    except Exception as e:  # PIL raises several unrelated types for a bad file
-        raise InvalidArgumentError(f'cannot read image {path}: {e}') from e
+        reader = ReaderImageFolder(str(root))
+    except RuntimeError:  # timm's "Found 0 images"
+        reader = None
+    # which class folders hold an image file (timm labels a file by its innermost folder, which may be nested)
+    prefix = len(str(root)) + 1
+    filled = {path[prefix:].partition(os.sep)[0] for path, _ in reader.samples} if reader else set()
+    for name in class_dirs:
+        if name not in filled:
+            raise InvalidArgumentError(
+                f'class folder {root / name} holds no images (looked for {", ".join(sorted(extensions))})')
+    if class_to_idx is not None:
+        unknown = sorted(set(reader.class_to_idx) - set(class_to_idx))
+        if unknown:
+            raise InvalidArgumentError(f'{root} has class folders the training split lacks: {", ".join(unknown)}')
+        names = {i: name for name, i in reader.class_to_idx.items()}
+        reader.samples = [(path, class_to_idx[names[i]]) for path, i in reader.samples]
+        reader.class_to_idx = dict(class_to_idx)
+    return reader
+
+
+def find_unreadable_images(
+        paths: Sequence[str],
+        workers: int = 0,
+        progress: bool = False,
+) -> Dict[str, str]:
+    """The images among ``paths`` that do not open or decode, each with its error, read in ``workers`` processes
+    (0: in this one), with a progress bar if ``progress``. Every image is decoded in full, as training will."""
+    bar = tqdm(total=len(paths), desc='checking images', unit='img', disable=not progress, dynamic_ncols=True)
+    errors: Dict[str, str] = {}
+    chunk = 256
+    with bar, (ProcessPoolExecutor(workers) if workers > 0 else contextlib.nullcontext()) as pool:
+        chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+        for found, n in (pool.map(_read_errors, chunks) if pool else map(_read_errors, chunks)):
+            errors.update(found)
+            bar.update(n)
+    return errors
+
+
+def _read_errors(paths: Sequence[str]) -> Tuple[Dict[str, str], int]:
+    errors = {}
+    for path in paths:
+        try:
+            _decode(path, 'RGB')
+        except Exception as e:  # as in ImageFolder.__getitem__
+            errors[path] = _one_line(e)
+    return errors, len(paths)
+
+
+def dataset_image_paths(dataset: torch.utils.data.Dataset) -> List[str]:
+    """The image files of an ``ImageFolder`` (or a ``Subset`` of one) in index order; [] for other datasets."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        paths = dataset_image_paths(dataset.dataset)
+        return [paths[i] for i in dataset.indices] if paths else []
+    return dataset.paths() if isinstance(dataset, ImageFolder) else []
+
+
+def collate_readable(batch: Sequence[Tuple[Any, int]]) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor],
+                                                                 List[UnreadableImage]]:
+    """A ``DataLoader`` ``collate_fn``: ``(images, targets, unreadable)``, the batch without the samples that are
+    ``UnreadableImage``s, and those (images and targets are None when none is readable)."""
+    readable = [sample for sample in batch if not isinstance(sample[0], UnreadableImage)]
+    unreadable = [sample[0] for sample in batch if isinstance(sample[0], UnreadableImage)]
+    images, targets = default_collate(readable) if readable else (None, None)
+    return images, targets, unreadable
 
 
 def _image_folder_splits(root: Path) -> Tuple[Path, Path]:
@@ -187,26 +283,29 @@ def create_datasets(
         data: Union[str, Path],
         train_samples: Optional[int] = None,
         eval_samples: Optional[int] = None,
+        skip_unreadable: bool = False,
 ) -> Tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, Sequence[str]]:
     """The (train, eval, class names) of ``data``: ``'fashion-mnist'`` or an ImageFolder root.
 
     An ImageFolder root holds ``train/`` and ``val/`` (or ``validation/``, ``test/``), each ``<class>/<images>``;
     the eval split uses the training split's class indices. ``*_samples`` keep a subset of each split (a prefix
     of Fashion-MNIST, whose files are already shuffled; a fixed random subset of a folder). The datasets yield
-    PIL images: wrap them in ``TransformedDataset``.
+    PIL images: wrap them in ``TransformedDataset``. A folder is listed, not read: see ``ImageFolder`` for
+    ``skip_unreadable``.
     """
     if str(data) == FASHION_MNIST:
         train = FashionMNIST('train', num_samples=train_samples)
         evaluation = FashionMNIST('test', num_samples=eval_samples)
         return train, evaluation, FASHION_MNIST_CLASSES
     train_root, eval_root = _image_folder_splits(Path(data))
-    train = ImageFolder(train_root)
-    evaluation = ImageFolder(eval_root, class_to_idx=train.reader.class_to_idx)
+    train = ImageFolder(train_root, skip_unreadable=skip_unreadable)
+    evaluation = ImageFolder(eval_root, class_to_idx=train.reader.class_to_idx, skip_unreadable=skip_unreadable)
     return random_subset(train, train_samples), random_subset(evaluation, eval_samples), train.classes
 
 
 class TransformedDataset(torch.utils.data.Dataset):
-    """``dataset`` with ``transform`` applied to each image; the base dataset is left as it is."""
+    """``dataset`` with ``transform`` applied to each image (an ``UnreadableImage`` passes through); the base
+    dataset is left as it is."""
 
     def __init__(self, dataset: torch.utils.data.Dataset, transform: Callable) -> None:
         self.dataset = dataset
@@ -217,7 +316,7 @@ class TransformedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Any, int]:
         img, target = self.dataset[index]
-        return self.transform(img), target
+        return (img if isinstance(img, UnreadableImage) else self.transform(img)), target
 
 
 def random_subset(dataset: torch.utils.data.Dataset, num_samples: Optional[int]) -> torch.utils.data.Dataset:
@@ -238,3 +337,29 @@ def photos() -> List[Image.Image]:
             "conversions and exports are checked on skimage.data's photos, which need scikit-image: "
             "pip install 'se-zoo[convert]' or 'se-zoo[deploy]'") from None
     return [Image.fromarray(getattr(skimage_data, name)()) for name in PHOTO_NAMES]
+
+
+def photo_batch(
+        model_or_pretrained_cfg: Union[nn.Module, Mapping[str, Any], None] = None,
+        size: Optional[int] = None,
+) -> torch.Tensor:
+    """The photos of ``PHOTO_NAMES`` through a model's eval transform, as one ``(4, C, H, W)`` float batch.
+
+    Args:
+        model_or_pretrained_cfg: A model (its ``pretrained_cfg``, as ``timm.data.resolve_data_config`` reads it),
+            a pretrained cfg dict, or None for timm's defaults (ImageNet mean/std, bicubic, crop_pct 0.875, 224).
+        size: Square input size in place of the cfg's; the cfg's crop_pct, interpolation and normalisation stay.
+
+    A 1-channel input size gets the photos in greyscale, as a 1-channel model would be fed.
+    """
+    if isinstance(model_or_pretrained_cfg, nn.Module):
+        config = resolve_data_config({}, model=model_or_pretrained_cfg)
+    else:
+        # timm asserts on an empty cfg; its own defaults are what an empty one would mean
+        config = resolve_data_config({}, pretrained_cfg=dict(model_or_pretrained_cfg or {'input_size': (3, 224, 224)}))
+    in_chans = config['input_size'][0]
+    if size is not None:
+        config['input_size'] = (in_chans, int(size), int(size))
+    mode = 'L' if in_chans == 1 else 'RGB'
+    transform = create_transform(**config, is_training=False)
+    return torch.stack([transform(photo.convert(mode)) for photo in photos()])

@@ -24,6 +24,10 @@ def _finetune(args: argparse.Namespace) -> int:
         print(f'{result.eval_split} accuracy: {result.final_accuracy:.2f}% after {epochs} epoch{"s" if epochs != 1 else ""} '
               f'(best {best.eval_accuracy:.2f}% at epoch {result.best_epoch + 1}, {best.eval_samples} images); '
               f'publish-ready weights: {result.best_dir}')
+        if result.unreadable:
+            paths = sorted(result.unreadable)
+            print(f'skipped {len(paths)} unreadable image{"s" if len(paths) != 1 else ""}: {", ".join(paths[:3])}'
+                  + (f' and {len(paths) - 3} more (training_state.json lists them all)' if len(paths) > 3 else ''))
     return 0
 
 
@@ -96,6 +100,11 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument('--train-samples', type=int, help='train on a subset of this size')
     p.add_argument('--eval-samples', type=int, help='evaluate on a subset of this size')
     p.add_argument('--workers', type=int, help='data-loading processes per training process')
+    p.add_argument('--max-unreadable', type=float, metavar='SHARE',
+                   help='stop once more than this share of the images is unreadable (each one met is skipped and '
+                        'named)')
+    p.add_argument('--check-images', action='store_true',
+                   help='decode every image before training, in --workers processes, to find unreadable ones up front')
     p.add_argument('--seed', type=int)
     p.add_argument('--device', help='cpu, cuda, ... (default: cuda if available)')
     p.add_argument('--resume', action='store_true', help='continue the run checkpointed in --output')

@@ -28,26 +28,21 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-PHOTO_NAMES = ('chelsea', 'coffee', 'astronaut', 'rocket')
+import se_zoo.data  # noqa: E402
 
 
 @pytest.fixture(scope='session')
 def photos() -> List[Image.Image]:
-    """Four natural photos from skimage.data (a cat, a cup, a person, a rocket)."""
-    from skimage import data
-    return [Image.fromarray(getattr(data, name)()) for name in PHOTO_NAMES]
+    """Four natural photos from skimage.data (a cat, a cup, a person, a rocket): ``se_zoo.data.photos()``."""
+    return se_zoo.data.photos()
 
 
 @pytest.fixture(scope='session')
-def photo_batch(photos) -> Callable[..., torch.Tensor]:
-    """``photo_batch(size=224, model=None)``: the photos through timm's eval transform, as one batch."""
-    from timm.data import create_transform, resolve_data_config
-
+def photo_batch() -> Callable[..., torch.Tensor]:
+    """``photo_batch(size=224, model=None)``: the photos through the model's eval transform (timm's defaults
+    without a model) at ``size``, as one batch: ``se_zoo.data.photo_batch``."""
     def make(size: int = 224, model: torch.nn.Module = None) -> torch.Tensor:
-        # timm's defaults (ImageNet mean/std, bicubic, crop 0.875) unless a model's pretrained cfg says otherwise
-        config = resolve_data_config({'input_size': (3, size, size)}, model=model)
-        transform = create_transform(**config)
-        return torch.stack([transform(p) for p in photos])
+        return se_zoo.data.photo_batch(model, size)
 
     return make
 

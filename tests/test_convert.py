@@ -23,7 +23,7 @@ from torchvision.models.resnet import ResNet
 import se_zoo
 from se_zoo.convert import sources as convert_module
 from se_zoo_cli import main
-from se_zoo.hub.manifest import MANIFEST_ENV
+from se_zoo.weights.manifest import MANIFEST_ENV
 from se_zoo.models import reload_manifest
 from se_zoo.convert import KNOWN_SOURCES, ConversionError, detect_layout, map_state_dict
 
@@ -441,6 +441,8 @@ def test_bad_target_is_reported(tmp_path, capsys):
     assert 'needs a tag' in capsys.readouterr().err
     assert main(['convert', '--source', 'x.safetensors', '--to', 'resnet50.a', '--out', str(tmp_path / 'o')]) == 2
     assert 'not an se_zoo architecture' in capsys.readouterr().err
+    assert main(['convert', '--source', 'x.safetensors', '--to', 'se_resnt50.a', '--out', str(tmp_path / 'o')]) == 2
+    assert "'se_resnt50' is not an se_zoo architecture; did you mean se_resnet50" in capsys.readouterr().err
 
 
 def test_map_state_dict_raises_conversion_error():

@@ -1,6 +1,8 @@
 """se_zoo.finetune / se-zoo finetune: learning on real Fashion-MNIST, resume, seeding, DDP, checkpoints, bad input."""
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +13,12 @@ import timm
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from timm.scheduler import create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
 
 from se_zoo import data as se_data
 from se_zoo_cli import main
-from se_zoo.finetune import SCHEDULERS, finetune
+from se_zoo.finetune import SCHEDULERS, FinetuneConfig, finetune
+from se_zoo.finetune.trainer import create_schedule
 
 # A narrow SE-ResNet-18 at Fashion-MNIST's own 28 px: big enough to learn, small enough for 2 CPU cores.
 TINY = dict(model_kwargs=dict(channels=(8, 16, 32, 64), stem_width=8), img_size=28)
@@ -176,6 +178,8 @@ def test_resume_refuses_a_changed_recipe_and_a_fresh_run_refuses_to_overwrite(tm
                  train_samples=1000, eval_samples=300, workers=0, progress=False, **TINY)
     with pytest.raises(FileNotFoundError, match='no checkpoint'):
         finetune('se_resnet18', output=str(tmp_path / 'empty'), resume=True, **TINY)
+    with pytest.raises(ValueError, match='either resume=True .* or overwrite=True'):
+        finetune(output=output, resume=True, overwrite=True)
 
 
 def test_two_process_gloo_ddp_through_torchrun(tmp_path):
@@ -230,14 +234,66 @@ def test_empty_class_folder(tmp_path, image_folder, capsys):
     assert not out.exists()
 
 
-def test_corrupt_image(tmp_path, image_folder, capsys):
-    root = image_folder(tmp_path / 'data')
-    bad = root / 'train' / 'cup' / 'broken.jpg'
-    bad.write_bytes(b'\xff\xd8\xff\xe0 this is not a jpeg')
-    out = tmp_path / 'out'
-    _fails(capsys, ['finetune', 'se_resnet18', '--data', str(root), '--output', str(out)],
-           f'cannot read image {bad}')
-    assert not out.exists()
+def _folder_with_unreadable_images(root: Path, photos, broken: int, per_class: int = 24, val_per_class: int = 8):
+    """Two classes of 16 px JPEG crops of two photos (64 images by default), ``broken`` of them unreadable."""
+    crops = {}
+    for c, name in enumerate(('cat', 'cup')):
+        for i in range(4):  # a few different crops per class, so that there is something to learn
+            buffer = io.BytesIO()
+            photos[c].crop((40 * i, 0, 40 * i + 200, 200)).resize((16, 16)).save(buffer, format='JPEG')
+            crops[name, i] = buffer.getvalue()
+    paths = {'train': [], 'val': []}
+    for split, n in (('train', per_class), ('val', val_per_class)):
+        for name in ('cat', 'cup'):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                path = root / split / name / f'{i}.jpg'
+                path.write_bytes(crops[name, i % 4])
+                paths[split].append(path)
+    # spread over both splits and both kinds of damage: a truncated JPEG decodes only in part, garbage not at all
+    bad = [paths['val' if k % 2 == 0 else 'train'][(3 + 5 * k) % (2 * val_per_class)] for k in range(broken)]
+    for k, path in enumerate(bad):
+        path.write_bytes(path.read_bytes()[:100] if k % 2 else b'\xff\xd8\xff\xe0 not a jpeg')
+    return sorted(map(str, bad))
+
+
+SMALL = dict(model_kwargs=TINY['model_kwargs'], img_size=16, epochs=1, batch_size=16)
+SMALL_CLI = [*TINY_CLI[:-1], '16', '--epochs', '1', '--batch-size', '16']
+
+
+def test_a_run_skips_unreadable_images_names_them_and_finishes(tmp_path, photos, capsys, caplog):
+    bad = _folder_with_unreadable_images(tmp_path / 'data', photos, broken=3)  # 3 of 64
+    assert len(bad) == 3 and any('/val/' in p for p in bad) and any('/train/' in p for p in bad)
+    # workers=2: the images are read in worker processes, and their names must still reach the run
+    result = finetune('se_resnet18', str(tmp_path / 'data'), output=str(tmp_path / 'out'), workers=2,
+                      max_unreadable=0.05, **SMALL)
+    assert sorted(result.unreadable) == bad and all(result.unreadable.values())  # each with its error
+    stats = result.history[0]
+    assert stats.skipped == 3 and stats.train_samples + stats.eval_samples == 64 - 3
+    assert np.isfinite(result.final_accuracy) and 0 <= result.final_accuracy <= 100
+    assert 'skipped 3 unreadable' in capsys.readouterr().out  # the epoch line
+    logged = [r.getMessage() for r in caplog.records if 'unreadable image' in r.getMessage()]
+    assert len(logged) == 3 and all(sum(p in m for m in logged) == 1 for p in bad)  # each named once
+    state = json.loads((tmp_path / 'out' / 'last' / 'training_state.json').read_text())
+    assert sorted(state['unreadable']) == bad and state['history'][0]['skipped'] == 3
+
+
+def test_a_run_stops_once_unreadable_images_pass_the_threshold(tmp_path, photos, capsys):
+    bad = _folder_with_unreadable_images(tmp_path / 'data', photos, broken=6)  # 6 of 64, past the default 1 %
+    args = ['finetune', 'se_resnet18', '--data', str(tmp_path / 'data'), *SMALL_CLI, '--workers', '0', '--no-progress']
+    # met while training: the run stops at the first batch past the share, before any checkpoint, naming them
+    err = _fails(capsys, [*args, '--output', str(tmp_path / 'out')], 'are unreadable, more than max_unreadable=0.01')
+    named = re.findall(r'\S+\.jpg', err.strip().splitlines()[-1])
+    assert named and set(named) <= set(bad)
+    assert not (tmp_path / 'out').exists()
+    # found up front by --check-images: all six, in one line, before anything is built
+    err = _fails(capsys, [*args, '--check-images', '--output', str(tmp_path / 'out')],
+                 '6 of its 64 images (9.38%) are unreadable')
+    assert all(p in err for p in bad[:3]) and 'and 3 more' in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / 'out').exists()
+    # a higher threshold lets the run finish; the summary names them
+    assert main([*args, '--check-images', '--max-unreadable', '0.1', '--output', str(tmp_path / 'more')]) == 0
+    assert f'skipped 6 unreadable images: {", ".join(bad[:3])} and 3 more' in capsys.readouterr().out
 
 
 def test_unknown_model(tmp_path, capsys):
@@ -290,9 +346,12 @@ def test_inspect_plots_per_class_excitations(tmp_path, trained, capsys):
 
 @pytest.mark.parametrize('name', SCHEDULERS)
 def test_every_accepted_schedule_is_one_timm_builds(name):
-    # The list is kept by hand (timm keeps none): each name must build a scheduler the trainer can step.
+    # The list is kept by hand (timm keeps none): each name must build, through the trainer's own
+    # create_schedule, a scheduler the trainer can step (rsqrt decays on the warmup's timescale: it needs one).
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    # As the trainer builds it (rsqrt decays on the warmup's timescale, so it needs one).
-    scheduler, _ = create_scheduler_v2(optimizer, sched=name, num_epochs=4, warmup_epochs=int(name == 'rsqrt'),
-                                       step_on_epochs=False, updates_per_epoch=3)
+    config = FinetuneConfig('se_resnet18', sched=name, epochs=4, warmup_epochs=int(name == 'rsqrt'))
+    scheduler = create_schedule(optimizer, config, updates_per_epoch=3)
     assert isinstance(scheduler, Scheduler)
+    for step in range(1, 4 * 3 + 1):
+        scheduler.step_update(num_updates=step)
+        assert 0 <= optimizer.param_groups[0]['lr'] <= 0.1 + 1e-12

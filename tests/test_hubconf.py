@@ -63,3 +63,30 @@ def test_hub_load_local_with_kwargs():
     assert model.pretrained_cfg['architecture'] == 'se_resnet50'
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_hub_load_is_timm_create_model_and_keeps_the_se_keywords(tmp_path):
+    import json
+
+    import timm
+    from safetensors.torch import save_file
+
+    from se_zoo.hub.publish import save_folder
+    with torch.device('meta'):
+        hub_model = torch.hub.load(str(CHECKOUT), 'se_resnet50', source='local', r=4)
+        timm_model = timm.create_model('se_resnet50', r=4)
+    # timm's record of the constructor keywords, which save_folder writes to config.json
+    assert hub_model._model_args == timm_model._model_args and hub_model._model_args['r'] == 4
+    assert hub_model.layer1[0].se.fc1.out_channels == 256 // 4
+
+    small = torch.hub.load(str(CHECKOUT), 'se_resnet18', source='local', r=4, num_classes=3)
+    save_folder(small, tmp_path / 'folder')
+    assert json.loads((tmp_path / 'folder' / 'config.json').read_text())['model_args']['r'] == 4
+
+    # checkpoint_path, as the entrypoint's docstring offers (a timm.create_model keyword)
+    state = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in small.state_dict().items()}
+    save_file(state, str(tmp_path / 'weights.safetensors'))
+    loaded = torch.hub.load(str(CHECKOUT), 'se_resnet18', source='local', r=4, num_classes=3,
+                            checkpoint_path=str(tmp_path / 'weights.safetensors'))
+    assert torch.equal(loaded.fc.weight, torch.full_like(loaded.fc.weight, 0.5))
+    assert 'checkpoint_path' in inspect.getdoc(_hubconf().se_resnet18)

@@ -8,14 +8,15 @@ import timm
 import torch
 import torch.nn as nn
 
-from ..errors import InvalidArgumentError
+from ..data import photo_batch
+from ..errors import InvalidArgumentError, did_you_mean
 from ..files import write_folder_atomically
-from ..hub.manifest import check_tag
+from ..weights.manifest import check_tag
 from ..hub.publish import push_folder, save_folder
-from ..models import close_model_names, list_models
+from ..models import list_models
 from ..state_dicts import ConversionError, format_key_report, map_state_dict, rename_keys
 from .card import conversion_card
-from .equivalence import DEFAULT_TOLERANCE, logit_difference, photo_batch
+from .equivalence import DEFAULT_TOLERANCE, logit_difference
 from .sources import KnownSource, LoadedSource, load_source
 
 __all__ = ['Conversion', 'convert']
@@ -35,8 +36,7 @@ class Conversion:
 def _parse_target(target: str) -> Tuple[str, str]:
     arch, _, tag = target.partition('.')
     if arch not in list_models():
-        matches = close_model_names(arch)
-        hint = f'; did you mean {", ".join(matches)}?' if matches else '; see `se-zoo list`'
+        hint = did_you_mean(arch, list_models(), '; see `se-zoo list`')
         raise InvalidArgumentError(f'--to {target!r}: {arch!r} is not an se_zoo architecture{hint}')
     try:
         check_tag(tag)

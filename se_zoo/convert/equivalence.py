@@ -1,24 +1,16 @@
-"""The equivalence check of a conversion: source and converted model on the same real photos."""
+"""The equivalence check of a conversion: source and converted model on the same real photos
+(``se_zoo.data.photo_batch``)."""
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-from timm.data import create_transform, resolve_data_config
 
-from ..data import photos
-
-__all__ = ['DEFAULT_TOLERANCE', 'LogitDifference', 'logit_difference', 'photo_batch']
+__all__ = ['DEFAULT_TOLERANCE', 'LogitDifference', 'logit_difference']
 
 # Largest logit difference accepted between source and converted model, as a fraction of the largest |logit|
 # (at least 1): fp32 carries ~7 significant digits, and two implementations that order their sums differently
 # (torchvision vs timm; se_zoo's fused SE-ResNet eval path) differ by a few ulps per layer.
 DEFAULT_TOLERANCE = 1e-5
-
-
-def photo_batch(model: nn.Module) -> torch.Tensor:
-    """The real photos of the check (``se_zoo.data.PHOTO_NAMES``) through ``model``'s eval transform, as one batch."""
-    transform = create_transform(**resolve_data_config({}, model=model))
-    return torch.stack([transform(photo) for photo in photos()])
 
 
 class LogitDifference(NamedTuple):

@@ -11,8 +11,8 @@ import torch.nn as nn
 import torchvision
 from timm.models import load_state_dict
 
-from ..errors import InvalidArgumentError, MissingFileError
-from ..hub.fetch import WeightsError, fetch_pretrained
+from ..errors import InvalidArgumentError, MissingFileError, did_you_mean
+from ..weights.fetch import WeightsError, fetch_pretrained
 from ..state_dicts import LAYOUTS, ConversionError, detect_layout
 
 __all__ = ['KnownSource', 'KNOWN_SOURCES', 'LoadedSource', 'SourceUnavailableError', 'load_source', 'known_source']
@@ -144,10 +144,12 @@ def _load_file(path: Path, target: str, source_format: Optional[str], allow_pick
 def _fetch_timm(name: str, target: str) -> LoadedSource:
     arch = name.split('.')[0]
     known = known_source('timm', model=arch, target=target)
-    cfg = timm.models.get_pretrained_cfg(name)
+    cfg = timm.models.get_pretrained_cfg(name) if name in timm.list_pretrained(name) else None
     if cfg is None or not cfg.hf_hub_id:
-        tags = timm.list_pretrained(f'{arch}.*')
-        raise InvalidArgumentError(f'timm has no Hub weights {name!r}; {arch} has {", ".join(tags) or "none"}')
+        tags = [t for t in timm.list_pretrained(f'{arch}.*') if timm.models.get_pretrained_cfg(t).hf_hub_id]
+        hint = did_you_mean(name.partition('.')[2], [t.partition('.')[2] for t in tags])
+        listed = f'{arch} has {", ".join(tags)}' if tags else f'timm has no Hub weights for {arch}'
+        raise InvalidArgumentError(f'timm has no weights {name!r}{hint} ({listed})')
     # Through se_zoo's verified fetch: the Hub's sha256 is checked, and an unreachable Hub is one clear error.
     try:
         path, _ = fetch_pretrained(cfg.hf_hub_id, cfg.hf_hub_filename)
@@ -172,11 +174,11 @@ def _torchvision_pretrained_cfg(weights: Any) -> Dict[str, Any]:
 
 def _fetch_torchvision(name: str, weights_name: str, target: str) -> LoadedSource:
     known = known_source('torchvision', model=name, target=target)
-    try:
-        weights = torchvision.models.get_model_weights(name)[weights_name]
-    except KeyError:
-        members = ', '.join(w.name for w in torchvision.models.get_model_weights(name))
-        raise InvalidArgumentError(f'torchvision {name} has no weights {weights_name!r}; it has {members}') from None
+    members = [w.name for w in torchvision.models.get_model_weights(name)]
+    if weights_name not in members:
+        raise InvalidArgumentError(f'torchvision {name} has no weights {weights_name!r}'
+                                   f'{did_you_mean(weights_name, members)}; it has {", ".join(members)}')
+    weights = torchvision.models.get_model_weights(name)[weights_name]
     try:
         model = torchvision.models.get_model(name, weights=weights)
     except OSError as e:  # urllib's URLError and the socket errors are OSErrors
@@ -185,6 +187,24 @@ def _fetch_torchvision(name: str, weights_name: str, target: str) -> LoadedSourc
         f'torchvision {name} {type(weights).__name__}.{weights.name}', 'torchvision', known, model.state_dict(),
         model, license=known.license, top1=weights.meta.get('_metrics', {}).get('ImageNet-1K', {}).get('acc@1'),
         pretrained_cfg=_torchvision_pretrained_cfg(weights))
+
+
+def _library_of(source: str, name: str, model_name: str, tag: str) -> str:
+    """The library a source without a ``timm:``/``torchvision:`` prefix names: the one whose weights it names,
+    else the one whose architecture (and weight naming: torchvision's are upper case) it names, so that an unknown
+    tag is reported by the right library."""
+    torchvision_models = torchvision.models.list_models()
+    if name in timm.list_pretrained(name):
+        return 'timm'
+    if model_name in torchvision_models and (
+            tag.isupper() or tag in [w.name for w in torchvision.models.get_model_weights(model_name)]):
+        return 'torchvision'
+    if timm.is_model(model_name):
+        return 'timm'
+    if model_name in torchvision_models:
+        return 'torchvision'
+    raise InvalidArgumentError(f'source {source!r}: {model_name!r} is neither a timm nor a torchvision model'
+                               + did_you_mean(model_name, timm.list_models() + torchvision_models))
 
 
 def load_source(
@@ -214,7 +234,7 @@ def load_source(
         raise InvalidArgumentError(
             f'source {source!r} is neither a checkpoint file nor a timm name.tag / torchvision name.WEIGHTS')
     if not library:
-        library = 'timm' if name in timm.list_pretrained(name) else 'torchvision'
+        library = _library_of(source, name, model_name, tag)
     if source_format not in (None, library):
         raise InvalidArgumentError(f'--source-format {source_format} contradicts source {source!r}, a {library} weight')
     if library == 'timm':

@@ -13,32 +13,41 @@ Each checkpoint folder is built next to its final place and swapped in by rename
 the previous checkpoint, never a partial one. All randomness of an epoch (shuffling, augmentation, mixup, dropout)
 is seeded from ``(seed, epoch, rank)``, so a resumed run repeats the uninterrupted one exactly.
 
+An ImageFolder is listed, not read, before training, so a run starts in seconds on a million images. An
+unreadable image is skipped where training meets it, named in the log, counted in the epoch line and listed in
+``training_state.json`` and ``FinetuneResult.unreadable``; once more than ``max_unreadable`` (1 %) of the images
+are, the run stops with an ``UnreadableImagesError`` that names some. ``check_images=True`` decodes them all up
+front, in ``workers`` processes.
+
 Launched by ``torchrun --nproc-per-node N``, the same call trains data-parallel (DDP; nccl on GPUs, gloo on CPU):
 ``batch_size`` is per process, the global batch is ``batch_size * world_size``.
 
 The package: ``config`` (the recipe, plain data), ``trainer`` (the loop), ``checkpoint`` (the file format).
 """
-import difflib
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 import torch.distributed as dist
+from timm.data import create_transform
 from timm.optim import list_optimizers
 from timm.utils.distributed import init_distributed_device_so
 
-from ..errors import InvalidArgumentError, MissingFileError
+from ..errors import InvalidArgumentError, MissingFileError, did_you_mean
 from ..models import check_model_name
 from .checkpoint import TRAINING_STATE_NAME, check_resumable, config_json, find_last, read_training_state
 from .config import FinetuneConfig
-from .trainer import EpochStats, FinetuneResult, Trainer
+from .trainer import EpochStats, FinetuneResult, Trainer, TrainingDivergedError, UnreadableImagesError
 
 # The schedules of timm.scheduler.create_scheduler_v2 that the trainer can use (timm keeps no list of them). Left
 # out: 'none' (the trainer steps a scheduler) and 'plateau', which steps once per epoch on a validation metric
 # where the trainer steps the schedule every update.
 SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'poly', 'wsd', 'rsqrt', 'constant')
 
-__all__ = ['FinetuneConfig', 'EpochStats', 'FinetuneResult', 'Trainer', 'finetune', 'TRAINING_STATE_NAME']
+__all__ = [
+    'FinetuneConfig', 'EpochStats', 'FinetuneResult', 'Trainer', 'TrainingDivergedError', 'UnreadableImagesError',
+    'finetune', 'TRAINING_STATE_NAME',
+]
 
 
 def finetune(
@@ -93,17 +102,15 @@ def _new_config(options: Dict[str, Any]) -> FinetuneConfig:
 
 def _resumed_config(options: Dict[str, Any]) -> FinetuneConfig:
     """The recipe stored in the checkpoint under ``output``, with the options given (checked to agree)."""
-    if options.get('overwrite'):
-        raise InvalidArgumentError('give either resume=True (continue the checkpoint) or overwrite=True (replace it), '
-                                   'not both')
     output = Path(options.get('output', FinetuneConfig.output))
     last = find_last(output)
     if last is None:
         raise MissingFileError(f'resume: no checkpoint under {output} (expected {output / "last"})')
     state = read_training_state(last)
     saved = state['config']
-    # The saved recipe says how the run was started (overwrite=True, say); this session resumes it.
-    config = FinetuneConfig(**dict(saved, **dict(options, resume=True, overwrite=False)))
+    # The saved recipe says how the run was started (overwrite=True, say); this call resumes it, and
+    # FinetuneConfig refuses an overwrite=True given with it.
+    config = FinetuneConfig(**{**saved, 'overwrite': False, **options})
     given = config_json(config)  # normalised like the saved recipe
     check_resumable(saved, {k: given[k] for k in options}, state['epoch'], last)
     return config
@@ -112,11 +119,17 @@ def _resumed_config(options: Dict[str, Any]) -> FinetuneConfig:
 def _check_training_options(config: FinetuneConfig) -> None:
     """The checks that need torch or timm (FinetuneConfig's own checks need neither)."""
     if config.opt.lower() not in list_optimizers():
-        matches = difflib.get_close_matches(config.opt.lower(), list_optimizers(), n=3)
         raise InvalidArgumentError(f'opt={config.opt!r} is not a timm optimizer'
-                                   + (f'; did you mean {", ".join(matches)}?' if matches else ''))
+                                   + did_you_mean(config.opt.lower(), list_optimizers()))
     if config.sched not in SCHEDULERS:
         raise InvalidArgumentError(f'sched={config.sched!r} is not a timm scheduler; use one of {", ".join(SCHEDULERS)}')
+    if config.auto_augment:
+        try:  # timm parses the policy string only when it builds the transform, and asserts on a bad one
+            create_transform(32, is_training=True, auto_augment=config.auto_augment)
+        except (AssertionError, ValueError, KeyError, IndexError) as e:
+            raise InvalidArgumentError(
+                f'auto_augment={config.auto_augment!r} is not a timm auto-augment policy ({e}); use e.g. '
+                "'rand-m9-mstd0.5', 'augmix-m5-w4-d2', 'original' or 'v0'") from None
     if config.device is not None:
         try:
             device = torch.device(config.device)

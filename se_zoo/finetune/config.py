@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, check_positive_int
 
 __all__ = ['FinetuneConfig', 'RESUME_MUST_MATCH']
 
@@ -49,6 +49,10 @@ class FinetuneConfig:
     train_samples: Optional[int] = None
     eval_samples: Optional[int] = None
     workers: int = 2
+    # Largest share of the images (training and evaluation) that may be unreadable: each one met is skipped and
+    # named; past this share the run stops. check_images decodes them all before training, in worker processes.
+    max_unreadable: float = 0.01
+    check_images: bool = False
     seed: int = 0
     amp: Optional[bool] = None
     device: Optional[str] = None
@@ -60,16 +64,16 @@ class FinetuneConfig:
         """Check every field before any work, so a bad value fails at once with a message that names it."""
         self.scale = tuple(self.scale)
         for name in ('epochs', 'batch_size'):
-            _check_int(name, getattr(self, name), minimum=1)
+            check_positive_int(name, getattr(self, name))
         for name in ('warmup_epochs', 'workers', 'seed'):
-            _check_int(name, getattr(self, name), minimum=0)
+            check_positive_int(name, getattr(self, name), zero=True)
         for name in ('img_size', 'train_samples', 'eval_samples'):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1)
+                check_positive_int(name, getattr(self, name))
         _check_number('lr', self.lr, low=0., low_open=True)
         for name in ('weight_decay', 'min_lr', 'color_jitter', 'mixup', 'cutmix'):
             _check_number(name, getattr(self, name), low=0.)
-        for name in ('hflip', 're_prob'):
+        for name in ('hflip', 're_prob', 'max_unreadable'):
             _check_number(name, getattr(self, name), low=0., high=1.)
         _check_number('momentum', self.momentum, low=0., high=1., high_open=True)
         _check_number('smoothing', self.smoothing, low=0., high=1., high_open=True)
@@ -89,12 +93,6 @@ class FinetuneConfig:
         for name in ('model_kwargs', 'se_kwargs'):
             if not isinstance(getattr(self, name), dict):
                 raise InvalidArgumentError(f'{name}={getattr(self, name)!r} must be a dict of keyword arguments')
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = 'a positive integer' if minimum == 1 else f'an integer >= {minimum}'
-        raise InvalidArgumentError(f'{name}={value!r} must be {kind}')
 
 
 def _check_number(name: str, value: Any, low: float, high: Optional[float] = None,

@@ -1,7 +1,8 @@
 """The fine-tuning loop: timm's transforms, optimizers, schedulers and losses around an se_zoo or timm model."""
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import json
+import logging
 import random
 import time
 from pathlib import Path
@@ -16,25 +17,40 @@ from timm.data import Mixup, create_transform, resolve_model_data_config
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+from timm.scheduler.scheduler import Scheduler
 from tqdm import tqdm
 
-from ..data import FASHION_MNIST, TransformedDataset, create_datasets, eval_split_name
+from ..data import (
+    FASHION_MNIST, TransformedDataset, UnreadableImage, collate_readable, create_datasets, dataset_image_paths,
+    eval_split_name, find_unreadable_images,
+)
 from ..errors import InvalidArgumentError, SEZooError
 from ..files import write_folder_atomically
 from ..hub.publish import save_folder
 from ..models import load_model
 from ..retrofit import add_se, name_as_se_zoo_architecture
 from .checkpoint import (
-    TRAINING_STATE_NAME, check_resumable, config_json, find_last, has_extra_keys, init_model_args, load_init, optimizer_state,
+    TRAINING_STATE_NAME, config_json, find_last, has_extra_keys, init_model_args, load_init, optimizer_state,
     optimizer_state_dict, read_init, read_training_state,
 )
 from .config import FinetuneConfig
 
-__all__ = ['EpochStats', 'FinetuneResult', 'Trainer', 'TrainingDivergedError']
+__all__ = [
+    'EpochStats', 'FinetuneResult', 'Trainer', 'TrainingDivergedError', 'UnreadableImagesError', 'create_schedule',
+]
+
+_logger = logging.getLogger(__name__)
+
+# How many of the unreadable files an error message names.
+_NAMED_FILES = 3
 
 
 class TrainingDivergedError(SEZooError, RuntimeError):
     """The training loss became NaN or infinite; the last checkpoint written is the last good one."""
+
+
+class UnreadableImagesError(InvalidArgumentError):
+    """More of the data's images are unreadable than ``max_unreadable`` allows; the message names some."""
 
 
 @dataclass
@@ -49,6 +65,7 @@ class EpochStats:
     eval_samples: int
     images_per_second: float
     seconds: float
+    skipped: int = 0  # unreadable images met (and left out) in this epoch, training and evaluation
 
 
 @dataclass
@@ -65,6 +82,7 @@ class FinetuneResult:
     global_batch_size: int
     steps_per_epoch: int
     eval_split: str = 'test'  # the split the accuracies were measured on
+    unreadable: Dict[str, str] = field(default_factory=dict)  # every image skipped so far: path -> error
 
     @property
     def final_accuracy(self) -> float:
@@ -89,7 +107,13 @@ class Trainer:
         self.amp = config.amp if config.amp is not None else self.device.type == 'cuda'
         self.se_zoo_architecture: Optional[str] = None  # what an --add-se retrofit became, if se_zoo has it
         _seed_everything(config.seed, -1, self.rank)
-        train_set, eval_set, classes = create_datasets(config.data, config.train_samples, config.eval_samples)
+        # Listed, not read: an unreadable image is skipped and counted when met (or found by check_images).
+        train_set, eval_set, classes = create_datasets(
+            config.data, config.train_samples, config.eval_samples, skip_unreadable=True)
+        self.num_images = len(train_set) + len(eval_set)
+        self.unreadable: Dict[str, str] = {}  # path -> error, every unreadable image met by this run
+        if config.check_images:
+            self._check_images(dataset_image_paths(train_set) + dataset_image_paths(eval_set))
         self.eval_split = eval_split_name(config.data)
         self.classes = list(classes)
         self.model = self._create_model(len(classes))
@@ -112,6 +136,8 @@ class Trainer:
         start_epoch = state['epoch'] if state else 0
         history = [EpochStats(**h) for h in state['history']] if state else []
         best = state['best'] if state else {'accuracy': -1., 'epoch': -1}
+        if state:
+            self.unreadable.update(state.get('unreadable', {}))
         if start_epoch > 0:
             scheduler.step_update(start_epoch * len(train_loader))
 
@@ -125,15 +151,17 @@ class Trainer:
             _seed_everything(config.seed, epoch, self.rank)
             self.train_sampler.set_epoch(epoch)
             start = time.perf_counter()
-            train_loss, train_acc, train_count = self._train_epoch(
+            train_loss, train_acc, train_count, train_skipped = self._train_epoch(
                 train_model, train_loader, optimizer, scheduler, train_loss_fn, mixup_fn, epoch)
             train_seconds = time.perf_counter() - start
-            eval_loss, eval_acc, eval_count = self._evaluate(model, eval_loader, eval_loss_fn)
+            eval_loss, eval_acc, eval_count, eval_skipped = self._evaluate(model, eval_loader, eval_loss_fn)
+            self._gather_unreadable()
             scheduler.step(epoch + 1)
             stats = EpochStats(
                 epoch=epoch, train_loss=train_loss, train_accuracy=train_acc, eval_loss=eval_loss,
                 eval_accuracy=eval_acc, train_samples=train_count, eval_samples=eval_count,
-                images_per_second=train_count / train_seconds, seconds=time.perf_counter() - start)
+                images_per_second=train_count / train_seconds, seconds=time.perf_counter() - start,
+                skipped=train_skipped + eval_skipped)
             history.append(stats)
             improved = eval_acc > best['accuracy']
             if improved:
@@ -143,7 +171,9 @@ class Trainer:
                 if config.progress:
                     print(f'epoch {epoch + 1}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.2f}%  '
                           f'{self.eval_split} loss {eval_loss:.4f} acc {eval_acc:.2f}%  {stats.images_per_second:.0f} img/s  '
-                          f'{stats.seconds:.1f}s{"  *best" if improved else ""}', flush=True)
+                          f'{stats.seconds:.1f}s'
+                          + (f'  skipped {stats.skipped} unreadable' if stats.skipped else '')
+                          + ('  *best' if improved else ''), flush=True)
             if self.distributed:
                 dist.barrier()
             if self.on_epoch_end is not None:
@@ -153,7 +183,7 @@ class Trainer:
             model=model, history=history, best_accuracy=best['accuracy'], best_epoch=best['epoch'],
             best_dir=self.best_dir, last_dir=self.last_dir, rank=self.rank, world_size=self.world_size,
             global_batch_size=config.batch_size * self.world_size, steps_per_epoch=len(train_loader),
-            eval_split=self.eval_split)
+            eval_split=self.eval_split, unreadable=dict(self.unreadable))
 
     def _create_model(self, num_classes: int) -> nn.Module:
         config = self.config
@@ -199,7 +229,7 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             TransformedDataset(dataset, transform), batch_size=config.batch_size, sampler=sampler,
             num_workers=config.workers, drop_last=mixing,  # timm's Mixup needs an even batch
-            pin_memory=self.device.type == 'cuda')
+            pin_memory=self.device.type == 'cuda', collate_fn=collate_readable)
         if len(loader) == 0:
             raise InvalidArgumentError(f'{len(dataset)} training images give no batch of {config.batch_size} per process')
         return loader, sampler
@@ -214,20 +244,13 @@ class Trainer:
                                         range(self.rank, len(dataset), self.world_size))
         return torch.utils.data.DataLoader(
             shard, batch_size=2 * self.config.batch_size, shuffle=False, num_workers=self.config.workers,
-            pin_memory=self.device.type == 'cuda')
+            pin_memory=self.device.type == 'cuda', collate_fn=collate_readable)
 
     def _optimization(self, model: nn.Module, updates_per_epoch: int):
         config = self.config
         optimizer = create_optimizer_v2(
             model, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum)
-        try:
-            scheduler, _ = create_scheduler_v2(
-                optimizer, sched=config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
-                min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch)
-        except ValueError as e:  # e.g. rsqrt without warmup, or a wsd decay shorter than one update
-            raise InvalidArgumentError(
-                f'sched={config.sched!r} cannot be planned for epochs={config.epochs}, '
-                f'warmup_epochs={config.warmup_epochs} at {updates_per_epoch} updates per epoch: {e}') from e
+        scheduler = create_schedule(optimizer, config, updates_per_epoch)
         mixup_fn = None
         if config.mixup > 0 or config.cutmix > 0:
             mixup_fn = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix,
@@ -242,13 +265,20 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------------------
     def _train_epoch(self, model, loader, optimizer, scheduler, loss_fn, mixup_fn, epoch: int):
         model.train()
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, count, skipped
         step = epoch * len(loader)
         start = time.perf_counter()
         # disable=None: a bar on a terminal only, so logs get the per-epoch lines without carriage-return noise.
         bar = tqdm(loader, desc=f'epoch {epoch + 1}/{self.config.epochs}', unit='batch', leave=False,
                    disable=None if self.config.progress and self.rank == 0 else True, dynamic_ncols=True)
-        for images, targets in bar:
+        for images, targets, unreadable in bar:
+            totals[3] += self._skip(unreadable)
+            if images is None:  # not one image of the batch was readable
+                if self.distributed:  # every process must take each step, or DDP's gradient all-reduce waits forever
+                    raise self._unreadable_error(f'a whole batch of {self.config.batch_size} images is unreadable')
+                continue
+            if mixup_fn is not None and len(images) % 2:  # timm's Mixup needs an even batch
+                images, targets = images[:-1], targets[:-1]
             images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
             inputs, soft_targets = mixup_fn(images, targets) if mixup_fn is not None else (images, targets)
             with self.autocast():
@@ -262,26 +292,72 @@ class Trainer:
             step += 1
             scheduler.step_update(num_updates=step)
             n = targets.shape[0]
-            totals += torch.tensor([loss.item() * n, (logits.argmax(-1) == targets).sum().item(), n],
-                                   dtype=torch.float64)
+            totals[:3] += torch.tensor([loss.item() * n, (logits.argmax(-1) == targets).sum().item(), n],
+                                       dtype=torch.float64)
             bar.set_postfix(loss=f'{totals[0] / totals[2]:.3f}', acc=f'{100 * totals[1] / totals[2]:.1f}%',
                             img_s=f'{self.world_size * totals[2] / (time.perf_counter() - start):.0f}')
-        loss_sum, correct, count = self._all_reduce(totals)
-        return loss_sum / count, 100 * correct / count, int(count)
+        loss_sum, correct, count, skipped = self._all_reduce(totals)
+        if count == 0:
+            raise self._unreadable_error('no training image is readable')
+        return loss_sum / count, 100 * correct / count, int(count), int(skipped)
 
     @torch.no_grad()
     def _evaluate(self, model: nn.Module, loader, loss_fn):
         model.eval()
-        totals = torch.zeros(3, dtype=torch.float64)
-        for images, targets in loader:
+        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, count, skipped
+        for images, targets, unreadable in loader:
+            totals[3] += self._skip(unreadable)
+            if images is None:
+                continue
             images, targets = images.to(self.device), targets.to(self.device)
             with self.autocast():
                 logits = model(images)
             n = targets.shape[0]
-            totals += torch.tensor([loss_fn(logits.float(), targets).item() * n,
-                                    (logits.argmax(-1) == targets).sum().item(), n], dtype=torch.float64)
-        loss_sum, correct, count = self._all_reduce(totals)
-        return loss_sum / count, 100 * correct / count, int(count)
+            totals[:3] += torch.tensor([loss_fn(logits.float(), targets).item() * n,
+                                        (logits.argmax(-1) == targets).sum().item(), n], dtype=torch.float64)
+        loss_sum, correct, count, skipped = self._all_reduce(totals)
+        if count == 0:
+            raise self._unreadable_error(f'no image of the {self.eval_split} split is readable')
+        return loss_sum / count, 100 * correct / count, int(count), int(skipped)
+
+    # ---- unreadable images -------------------------------------------------------------------------------
+    def _check_images(self, paths: List[str]) -> None:
+        """Decode every image up front (check_images=True), each process a stride of them in worker processes."""
+        found = find_unreadable_images(paths[self.rank::self.world_size], workers=self.config.workers,
+                                       progress=self.config.progress and self.rank == 0)
+        self._skip([UnreadableImage(path, error) for path, error in found.items()], log=False)
+        self._gather_unreadable()
+        if self.unreadable and self.rank == 0:  # named once in the log, all together
+            _logger.warning('found %d unreadable images, which training will skip: %s', len(self.unreadable),
+                            '; '.join(f'{path}: {error}' for path, error in sorted(self.unreadable.items())))
+
+    def _skip(self, unreadable: List[UnreadableImage], log: bool = True) -> int:
+        """Record the unreadable images of a batch (each named in the log once); stop the run once they pass
+        ``max_unreadable``. Returns how many there were."""
+        for image in unreadable:
+            if image.path not in self.unreadable:
+                self.unreadable[image.path] = image.error
+                if log:
+                    _logger.warning('skipped unreadable image %s: %s', image.path, image.error)
+        if len(self.unreadable) > self.config.max_unreadable * self.num_images:
+            raise self._unreadable_error()
+        return len(unreadable)
+
+    def _gather_unreadable(self) -> None:
+        # Each process meets the images of its own shard (and has logged those): all of them know all.
+        if self.distributed:
+            found: List[Dict[str, str]] = [{} for _ in range(self.world_size)]
+            dist.all_gather_object(found, self.unreadable)
+            for part in found:
+                self._skip([UnreadableImage(path, error) for path, error in part.items()], log=False)
+
+    def _unreadable_error(self, reason: Optional[str] = None) -> UnreadableImagesError:
+        n, paths = len(self.unreadable), sorted(self.unreadable)
+        named = ', '.join(paths[:_NAMED_FILES]) + (f' and {n - _NAMED_FILES} more' if n > _NAMED_FILES else '')
+        reason = reason or (f'{n} of its {self.num_images} images ({n / self.num_images:.2%}) are unreadable, more '
+                            f'than max_unreadable={self.config.max_unreadable:g} (--max-unreadable) allows')
+        return UnreadableImagesError(f'{self.config.data}: {reason}: {named}; replace or remove them, or run '
+                                     f'with --check-images to find them all up front')
 
     def _all_reduce(self, totals: torch.Tensor) -> List[float]:
         if self.distributed:
@@ -331,6 +407,7 @@ class Trainer:
                 'global_batch_size': self.config.batch_size * self.world_size,
                 'steps_per_epoch': self.steps_per_epoch,
                 'optimizer': optimizer_meta, 'scheduler': scheduler.state_dict(),
+                'unreadable': self.unreadable,
             }
             (folder / f'{TRAINING_STATE_NAME}.json').write_text(json.dumps(meta, indent=2))
 
@@ -339,10 +416,10 @@ class Trainer:
             write_folder_atomically(self.best_dir, lambda folder: save_folder(model, folder, model_card=card))
 
     def _load_resume_state(self, model, optimizer, scheduler) -> Dict[str, Any]:
+        # finetune() has checked the recipe against the checkpoint's (check_resumable) before building the Trainer.
         last = find_last(self.output)
         meta = read_training_state(last)
         saved, current = meta['config'], config_json(self.config)
-        check_resumable(saved, current, meta['epoch'], last)
         model.load_state_dict(load_file(str(last / 'model.safetensors')))
         tensors = load_file(str(last / f'{TRAINING_STATE_NAME}.safetensors'))
         optimizer.load_state_dict(optimizer_state_dict(tensors, meta['optimizer']))
@@ -353,9 +430,20 @@ class Trainer:
         return meta
 
 
-
-
 # ---- helpers ------------------------------------------------------------------------------------------------
+
+def create_schedule(optimizer: torch.optim.Optimizer, config: FinetuneConfig, updates_per_epoch: int) -> Scheduler:
+    """The learning-rate schedule of a run: timm's ``create_scheduler_v2`` for ``config``, stepped every update."""
+    try:
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
+            min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+    except ValueError as e:  # e.g. rsqrt without warmup, or a wsd decay shorter than one update
+        raise InvalidArgumentError(
+            f'sched={config.sched!r} cannot be planned for epochs={config.epochs}, '
+            f'warmup_epochs={config.warmup_epochs} at {updates_per_epoch} updates per epoch: {e}') from e
+    return scheduler
+
 
 def _seed_everything(seed: int, epoch: int, rank: int) -> None:
     # One independent stream per (seed, epoch, rank); epoch -1 seeds model construction, which every rank

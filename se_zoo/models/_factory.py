@@ -10,12 +10,12 @@ import torch.nn as nn
 from safetensors import SafetensorError
 
 from ..errors import InvalidArgumentError, MissingFileError
-from ..hub.fetch import fetch_config
+from ..weights.fetch import fetch_config
 
 __all__ = ['list_models', 'load_model', 'check_model_name', 'close_model_names']
 
 # The modules whose @register_model entrypoints make up se_zoo (timm registers by module name).
-_MODEL_MODULES = ('se_resnet', 'se_mobilenet', 'se_efficientnet')
+_MODEL_MODULES = ('se_resnet', 'se_mobilenet', 'se_efficientnet', 'se_inception')
 
 
 def list_models(filter: str = '', pretrained: bool = False) -> List[str]:
