@@ -16,9 +16,9 @@ import torch.nn as nn
 from timm.data import create_transform, resolve_model_data_config
 
 from .data import TransformedDataset, create_datasets
-from .errors import InvalidArgumentError, MissingDependencyError, MissingFileError
+from .errors import InvalidArgumentError, MissingDependencyError, MissingFileError, check_positive_int
 from .files import atomic_write_bytes
-from .models import load_model, named_se_modules
+from .models import gate_module, load_model, named_se_modules
 
 __all__ = ['excitations', 'class_mean_excitations', 'plot_class_excitations', 'inspect_excitations', 'se_block_names']
 
@@ -50,7 +50,7 @@ def excitations(model: nn.Module, images: torch.Tensor) -> Dict[str, torch.Tenso
             gates[name] = output.detach().flatten(1).float().cpu()
         return hook
 
-    handles = [se.gate.register_forward_hook(record(name)) for se, name in names.items()]
+    handles = [gate_module(se).register_forward_hook(record(name)) for se, name in names.items()]
     was_training = model.training
     try:
         model.eval()
@@ -148,8 +148,7 @@ def inspect_excitations(
     (``local-dir:PATH``, ``hf-hub:ORG/NAME``, an se_zoo name). Images go through the model's own eval transform.
     """
     for name, value in (('num_samples', num_samples), ('num_blocks', num_blocks), ('batch_size', batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(f'{name}={value!r} must be a positive integer')
+        check_positive_int(name, value)
     output = Path(output)
     if output.suffix.lower() != '.png':
         raise InvalidArgumentError(f'{output}: the figure is written as PNG; give a path ending in .png')

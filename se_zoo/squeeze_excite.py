@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from timm.layers import SelectAdaptivePool2d, create_act_layer, make_divisible
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, check_positive_int
 
 __all__ = ['SqueezeExcite', 'se_layer_from_kwargs', 'pop_se_kwargs', 'SE_KWARGS', 'SQUEEZE_TYPES', 'GATE_TYPES', 'ACT_TYPES']
 
@@ -71,16 +71,13 @@ class SqueezeExcite(nn.Module):
         _check_choice('squeeze', squeeze, SQUEEZE_TYPES)
         _check_layer('gate', gate, GATE_TYPES)
         _check_layer('act_layer', act_layer, ACT_TYPES)
-        if not isinstance(channels, int) or channels < 1:
-            raise InvalidArgumentError(f'channels={channels!r} must be a positive integer')
+        check_positive_int('channels', channels)
         if rd_channels is None:
             if not rd_ratio > 0:
                 raise InvalidArgumentError(f'rd_ratio={rd_ratio!r} must be > 0 (the reduction ratio r must be positive)')
-            if not isinstance(rd_divisor, int) or rd_divisor < 1:
-                raise InvalidArgumentError(f'rd_divisor={rd_divisor!r} must be a positive integer')
+            check_positive_int('rd_divisor', rd_divisor)
             rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=round_limit)
-        if not isinstance(rd_channels, int) or rd_channels < 1:
-            raise InvalidArgumentError(f'rd_channels={rd_channels!r} must be a positive integer')
+        check_positive_int('rd_channels', rd_channels)
         dd = {'device': device, 'dtype': dtype}
         self.squeeze = SelectAdaptivePool2d(pool_type='fast' + squeeze, flatten=False)
         self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)

@@ -2,7 +2,6 @@
 unreadable image named or skipped when read, or found up front; the photo batch of the equivalence checks."""
 import gzip
 import io
-from pathlib import Path
 
 import pytest
 import torch

@@ -14,7 +14,6 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-from timm.layers import set_layer_config
 
 from se_zoo import SqueezeExcite, add_se
 from se_zoo.errors import InvalidArgumentError

@@ -27,7 +27,6 @@ import se_zoo
 from se_zoo_cli import main
 from se_zoo.finetune import finetune
 from se_zoo.models import reload_manifest
-from se_zoo.state_dicts import pretrained_filter
 from se_zoo.weights.fetch import ChecksumMismatchError, TruncatedDownloadError
 from se_zoo.weights.manifest import MANIFEST_ENV, MANIFEST_PATH, WeightEntry, load_manifest, update_manifest
 

@@ -23,7 +23,6 @@ import torch
 from timm.layers import set_layer_config
 
 import se_zoo  # noqa: F401  (registers the se_* models)
-import se_zoo.models.se_byobnet  # noqa: F401
 from se_zoo.errors import InvalidArgumentError
 from se_zoo.squeeze_excite import SqueezeExcite
 from se_zoo.state_dicts import pretrained_filter

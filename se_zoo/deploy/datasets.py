@@ -11,7 +11,7 @@ import torch
 
 from .. import data
 from ..data import FASHION_MNIST, FASHION_MNIST_CLASSES, PHOTO_NAMES, photo_batch, photos
-from ..errors import InvalidArgumentError, MissingFileError
+from ..errors import InvalidArgumentError, MissingFileError, check_positive_int
 
 __all__ = [
     'FASHION_MNIST', 'FASHION_MNIST_CLASSES', 'PHOTO_NAMES', 'calibration_dataset', 'check_dataset',
@@ -25,8 +25,7 @@ def calibration_dataset(source: Union[str, Path], num_samples: int) -> torch.uti
     ImageFolder directory, ``<class>/<images>``. A folder is sampled at random across classes (it is read in class
     order, so a prefix would calibrate on one class only); Fashion-MNIST's files are already shuffled.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise InvalidArgumentError(f'calibration_samples={num_samples!r} must be a positive integer')
+    check_positive_int('calibration_samples', num_samples)
     if str(source) == FASHION_MNIST:
         return data.FashionMNIST('train', num_samples=num_samples)
     return data.random_subset(_image_folder(source), num_samples)
@@ -59,9 +58,8 @@ def evaluation_dataset(
 ) -> torch.utils.data.Dataset:
     """Labelled images whose class indices are the model's: ``'fashion-mnist'`` (the 10,000 test images) or an
     ImageFolder directory whose class folders are named like the model's labels."""
-    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                    or num_samples < 1):
-        raise InvalidArgumentError(f'eval_samples={num_samples!r} must be a positive integer')
+    if num_samples is not None:
+        check_positive_int('eval_samples', num_samples)
     if str(source) == FASHION_MNIST:
         if label_names is not None and tuple(label_names) != FASHION_MNIST_CLASSES:
             raise InvalidArgumentError(

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import InvalidArgumentError, SEZooError
+from ..errors import InvalidArgumentError, SEZooError, check_positive_int
 from ..files import write_folder_atomically
 from ._dependencies import require
 from .config import CONFIG_NAME, ONNX_FILES, PRECISIONS, RUNTIMES, DeployConfig, Preprocessing, model_label_names
@@ -161,10 +161,11 @@ def export(
     if int8_rule not in INT8_RULES:
         raise InvalidArgumentError(f'int8_rule={int8_rule!r} is unknown; use one of {", ".join(INT8_RULES)}')
     batch_sizes = tuple(batch_sizes)
-    if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
-        raise InvalidArgumentError(f'batch_sizes={batch_sizes!r} must be positive integers')
-    if isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 0:
-        raise InvalidArgumentError(f'check_samples={check_samples!r} must be a non-negative integer')
+    if not batch_sizes:
+        raise InvalidArgumentError('batch_sizes=() must name at least one batch size')
+    for batch_size in batch_sizes:
+        check_positive_int('batch_sizes', batch_size)
+    check_positive_int('check_samples', check_samples, zero=True)
     if precision == 'bf16':
         check_bf16()  # refused before any export work, with the reason
     folder = Path(path)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import InvalidArgumentError, MissingFileError
+from ..errors import InvalidArgumentError, MissingFileError, check_positive_int
 from ._dependencies import require
 from .config import CONFIG_NAME, PRECISIONS, DeployConfig
 
@@ -219,8 +219,7 @@ class DeployedModel:
         """Class probabilities and the ``top_k`` classes of each image (PIL images, image files, or a batch
         already preprocessed to ``input_size``). Images are preprocessed and run together, in batches of up to
         64."""
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise InvalidArgumentError(f'top_k={top_k!r} must be a positive integer')
+        check_positive_int('top_k', top_k)
         logits = self(inputs).astype(np.float64)
         probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities /= probabilities.sum(axis=1, keepdims=True)

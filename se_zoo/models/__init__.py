@@ -3,7 +3,7 @@ from typing import Iterator, Tuple
 
 import torch.nn as nn
 
-from ._factory import check_model_name, close_model_names, list_models, load_model
+from ._factory import check_model_name, list_models, load_model
 from timm.layers import EffectiveSEModule, EffectiveSqueezeExcite, SEModule
 from timm.layers import SqueezeExcite as TimmSqueezeExcite
 from timm.models.senet import SEModule as LegacySEModule
@@ -11,15 +11,21 @@ from timm.models.senet import SEModule as LegacySEModule
 from ..squeeze_excite import SqueezeExcite
 from ._pretrained import reload_manifest
 from ._timm_compat import MBConvSqueezeExcite
+from .se_byobnet import *
 from .se_efficientnet import *
 from .se_inception import *
 from .se_mobilenet import *
 from .se_resnet import *
 
-# Every SE layer class, se_zoo's and timm's: what counts as SE in a profile and whose gates ``excitations`` reads
-# (each applies ``self.gate`` as a module to its excitation).
+# Every SE layer class, se_zoo's and timm's: what counts as SE in a profile, what ``add_se`` refuses to stack on,
+# and whose gates ``excitations`` reads (``gate_module``).
 SE_MODULE_TYPES = (SqueezeExcite, SEModule, EffectiveSEModule, TimmSqueezeExcite, EffectiveSqueezeExcite,
                    MBConvSqueezeExcite, LegacySEModule)
+
+
+def gate_module(se: nn.Module) -> nn.Module:
+    """The module that applies an SE layer's gate: ``gate`` everywhere but timm's legacy SENet, which calls it ``sigmoid``."""
+    return se.sigmoid if isinstance(se, LegacySEModule) else se.gate
 
 
 def named_se_modules(model: nn.Module) -> Iterator[Tuple[str, nn.Module]]:

@@ -1,7 +1,6 @@
 """One entry point that turns whatever a user names into a model: an se_zoo or timm name, ``name.tag``,
 ``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a folder written by ``se_zoo.hub.publish.save_folder`` or
 ``se-zoo finetune``."""
-import difflib
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -9,13 +8,13 @@ import timm
 import torch.nn as nn
 from safetensors import SafetensorError
 
-from ..errors import InvalidArgumentError, MissingFileError
+from ..errors import InvalidArgumentError, MissingFileError, did_you_mean
 from ..weights.fetch import fetch_config
 
-__all__ = ['list_models', 'load_model', 'check_model_name', 'close_model_names']
+__all__ = ['list_models', 'load_model', 'check_model_name']
 
 # The modules whose @register_model entrypoints make up se_zoo (timm registers by module name).
-_MODEL_MODULES = ('se_resnet', 'se_mobilenet', 'se_efficientnet', 'se_inception')
+_MODEL_MODULES = ('se_resnet', 'se_byobnet', 'se_mobilenet', 'se_efficientnet', 'se_inception')
 
 
 def list_models(filter: str = '', pretrained: bool = False) -> List[str]:
@@ -26,11 +25,10 @@ def list_models(filter: str = '', pretrained: bool = False) -> List[str]:
     return timm.list_models(filter=filter or '', module=list(_MODEL_MODULES), pretrained=pretrained)
 
 
-def close_model_names(name: str, limit: int = 3) -> List[str]:
-    """Registered names (with their pretrained tags) that look like ``name``, best first."""
+def _close_candidates(name: str) -> List[str]:
+    """What ``name`` may have meant: every registered model, and the tags of its architecture if it names one."""
     arch = name.partition('.')[0]
-    candidates = timm.list_models() + (timm.list_pretrained(arch + '.*') if '.' in name else [])
-    return difflib.get_close_matches(name, candidates, n=limit, cutoff=0.6)
+    return timm.list_models() + (timm.list_pretrained(arch + '.*') if '.' in name else [])
 
 
 def check_model_name(source: str) -> None:
@@ -41,8 +39,7 @@ def check_model_name(source: str) -> None:
         return
     arch, _, tag = source.partition('.')
     if not timm.is_model(arch) or (tag and source not in timm.list_pretrained(source)):
-        matches = close_model_names(source)
-        hint = f'; did you mean {", ".join(matches)}?' if matches else '; see `se-zoo list` and `se-zoo list --pretrained`'
+        hint = did_you_mean(source, _close_candidates(source), '; see `se-zoo list` and `se-zoo list --pretrained`')
         raise InvalidArgumentError(f'{source!r} is neither a model, a pretrained tag nor a folder{hint}')
 
 
