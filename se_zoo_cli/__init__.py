@@ -11,6 +11,7 @@ import argparse
 import difflib
 import importlib
 import importlib.metadata
+import os
 import sys
 from typing import Any, List, NamedTuple, Optional, Sequence
 
@@ -89,3 +90,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SEZooError as e:  # anything else is a bug, and keeps its traceback
         print(f'se-zoo {args.command}: error: {e}', file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`se-zoo list --pretrained | head`): stop quietly, and point stdout at devnull so
+        # that the interpreter's final flush does not raise again (Python's documented recipe, `signal` docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -27,12 +27,15 @@ def test_list_pretrained(capsys):
     listed = se_zoo.list_models(pretrained=True)
     assert listed and all('.' in name for name in listed)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ['tag', 'source', 'kind', 'top-1', 'licence', 'pinned']
+    assert lines[0].split() == ['tag', 'source', 'kind', 'top-1', 'licence', 'format', 'pinned']
     rows = {line.split()[0]: line for line in lines[1:-1]}
     assert list(rows) == listed
     assert 'timm seresnet50.ra2_in1k' in rows['se_resnet50.ra2_in1k'] and '80.26' in rows['se_resnet50.ra2_in1k']
     assert 'retrofit (SE untrained)' in rows['se_resnet18.a1_in1k_retrofit'] and rows['se_resnet18.a1_in1k_retrofit'].endswith('no')
     assert '*' in rows['se_resnet50.ra2_in1k'], 'the default tag is marked'
+    assert 'safetensors' in rows['se_resnet50.ra2_in1k']
+    # the paper's own weights are release-URL pickles, read with weights_only=True, and say so
+    assert 'timm legacy_senet154.in1k' in rows['se_senet154.in1k'] and 'pickle (weights_only)' in rows['se_senet154.in1k']
 
 
 def test_list_pretrained_without_a_match_says_so(capsys):
