@@ -40,6 +40,14 @@ def meta_model(name: str) -> nn.Module:
     return timm.create_model(name, device='meta').eval()
 
 
+@functools.lru_cache(maxsize=None)
+def meta_features(name: str) -> torch.Tensor:
+    """``forward_features`` of ``meta_model(name)`` at its default input size. A meta forward costs the same at any
+    size, but not nothing (BatchNorm runs as a Python decomposition there), so the checks share this one."""
+    size = meta_model(name).pretrained_cfg['input_size'][-1]
+    return meta_model(name).forward_features(_meta_input(size=size))
+
+
 def _class_name(module: nn.Module) -> str:
     return f'{type(module).__module__}.{type(module).__qualname__}'
 
@@ -150,7 +158,7 @@ def test_default_cfg(model_name):
     state_dict = model.state_dict()
 
     # pool_size and num_features: forward_features at the default input size.
-    features = model.forward_features(_meta_input(size=cfg['input_size'][-1]))
+    features = meta_features(model_name)
     assert features.shape == (BATCH_SIZE, model.num_features, *cfg['pool_size'])
 
     # first_conv / classifier name real modules, and get_classifier returns that classifier.
@@ -164,18 +172,19 @@ def test_default_cfg(model_name):
 
 
 def test_reset_classifier(model_name):
+    # A timm model's forward is forward_head(forward_features(x)); the head is what reset_classifier changes.
     model = copy.deepcopy(meta_model(model_name))
-    size = input_size(model)
+    features = meta_features(model_name)
     model.reset_classifier(0)
     assert not list(model.get_classifier().parameters())
-    assert model(_meta_input(size=size)).shape == (BATCH_SIZE, head_hidden_size(model))
+    assert model.forward_head(features).shape == (BATCH_SIZE, head_hidden_size(model))
 
     model.reset_classifier(0, '')
-    out = model(_meta_input(size=size))
+    out = model.forward_head(features)
     assert out.ndim == 4 and out.shape[:2] == (BATCH_SIZE, head_hidden_size(model))
 
     model.reset_classifier(7, 'avg')
-    assert model(_meta_input(size=size)).shape == (BATCH_SIZE, 7)
+    assert model.forward_head(features).shape == (BATCH_SIZE, 7)
 
 
 @pytest.mark.parametrize('coarse', [False, True])
@@ -192,7 +201,7 @@ def test_group_matcher_covers_every_parameter(model_name, coarse):
 
 def test_forward_intermediates_shapes(model_name):
     model = meta_model(model_name)
-    size = input_size(model)
+    size = model.pretrained_cfg['input_size'][-1]  # meta_features' size
     x = _meta_input(size=size)
     final, intermediates = model.forward_intermediates(x)
     last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
@@ -200,19 +209,15 @@ def test_forward_intermediates_shapes(model_name):
     for info, t in zip(model.feature_info, intermediates):
         assert t.shape[:2] == (BATCH_SIZE, info['num_chs'])
         assert t.shape[-1] == t.shape[-2] and t.shape[-1] in expected_sizes(model, size, info['reduction'])
-    assert final.shape == model.forward_features(x).shape
+    assert final.shape == meta_features(model_name).shape
     assert [t.shape for t in last_two] == [t.shape for t in intermediates[-2:]]
 
 
 def test_headless_and_in_chans_at_init(model_name):
-    model = _meta_model(model_name, num_classes=0, global_pool='', in_chans=1)
-    assert model.get_submodule(model.pretrained_cfg['first_conv']).in_channels == 1
-    out = model(_meta_input(1, size=input_size(model)))
-    assert out.ndim == 4 and out.shape[:2] == (BATCH_SIZE, head_hidden_size(model))
-
-    model = _meta_model(model_name, num_classes=0, in_chans=5)
+    model = _meta_model(model_name, num_classes=0, global_pool='', in_chans=5)
     assert model.get_submodule(model.pretrained_cfg['first_conv']).in_channels == 5
-    assert model(_meta_input(5, size=input_size(model))).shape == (BATCH_SIZE, head_hidden_size(model))
+    out = model(_meta_input(5, size=input_size(model)))
+    assert out.ndim == 4 and out.shape[:2] == (BATCH_SIZE, head_hidden_size(model))
 
 
 def test_features_only_out_indices(model_name):
