@@ -28,6 +28,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import measure  # noqa: E402  (benchmarks/measure.py, on pytest's pythonpath)
 import se_zoo.data  # noqa: E402
 
 
@@ -63,27 +64,15 @@ def image_folder(photos) -> Callable[..., Path]:
     return write
 
 
-def _randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.weight.copy_(0.5 + 0.5 * torch.rand(n, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-    return model
-
-
 @pytest.fixture(scope='session')
 def randomize_batchnorm() -> Callable[..., torch.nn.Module]:
     """``randomize_batchnorm(model, seed=0)``: non-trivial BN affine parameters and running statistics, in place.
 
     A freshly built network has every BN at identity statistics, and timm zero-initialises the last BN of
-    each residual branch, which would hide the SE path from any comparison of outputs.
+    each residual branch, which would hide the SE path from any comparison of outputs. The benchmarks' helper
+    (``benchmarks/measure.py``, on pytest's ``pythonpath``), so that tests and benchmarks run the same networks.
     """
-    return _randomize_batchnorm
+    return measure.randomize_batchnorm
 
 
 @pytest.fixture(scope='session')

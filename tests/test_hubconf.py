@@ -17,14 +17,14 @@ HUB_REPO = 'se-zoo/se_zoo:main'
 
 
 @pytest.fixture
-def hub_repo(tmp_path):
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path))
-    (tmp_path / 'se-zoo_se_zoo_main').symlink_to(CHECKOUT, target_is_directory=True)
-    try:
-        yield HUB_REPO
-    finally:
-        torch.hub.set_dir(previous)
+def hub_repo(tmp_path, monkeypatch):
+    # TORCH_HOME, not torch.hub.set_dir: set_dir pins the hub folder for the rest of the process, and later tests
+    # point TORCH_HOME at their own caches.
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    (tmp_path / 'hub').mkdir()
+    (tmp_path / 'hub' / 'se-zoo_se_zoo_main').symlink_to(CHECKOUT, target_is_directory=True)
+    assert torch.hub.get_dir() == str(tmp_path / 'hub')
+    return HUB_REPO
 
 
 def test_hub_list_is_every_model(hub_repo):

@@ -76,13 +76,7 @@ class Upstream(NamedTuple):
 
 def _source(kind: Kind, seed: int, randomize_batchnorm) -> torch.nn.Module:
     torch.manual_seed(seed)
-    entry = MANIFEST[kind.tag]
-    if entry.source_arch == 'legacy_senet154' and kind.shrink:
-        # timm's legacy entrypoint fixes its depth; its class takes it
-        from timm.models.senet import SENet, SEBottleneck
-        source = SENet(SEBottleneck, [1, 1, 1, 1], groups=64, reduction=16, dropout_p=0.2)
-    else:
-        source = timm.create_model(entry.source_arch, **kind.shrink)
+    source = timm.create_model(MANIFEST[kind.tag].source_arch, **kind.shrink)
     return randomize_batchnorm(source, seed=seed).eval()
 
 

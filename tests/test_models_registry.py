@@ -72,5 +72,5 @@ def test_published_weights_have_complete_cfgs():
     assert listed, 'the shipped manifest lists weights for every architecture'
     for name in listed:
         cfg = timm.models.get_pretrained_cfg(name).to_dict()
-        assert cfg['hf_hub_id'], name
+        assert cfg.get('hf_hub_id') or cfg.get('url'), name  # a Hub repo, or the release URL of the original weights
         assert all(cfg.get(f) not in (None, '') for f in CFG_FIELDS), name

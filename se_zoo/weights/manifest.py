@@ -139,7 +139,10 @@ class WeightEntry:
     def _timm_cfg(self) -> Dict[str, Any]:
         if not self.timm_source:
             return {}
-        cfg = timm.models.get_pretrained_cfg(self.timm_source, allow_unregistered=False)
+        try:
+            cfg = timm.models.get_pretrained_cfg(self.timm_source, allow_unregistered=False)
+        except RuntimeError:  # timm raises for an unknown tag of a known architecture (None: unknown architecture)
+            cfg = None
         if cfg is None:
             raise ManifestError(f'entry {self.name!r}: timm {timm.__version__} has no pretrained tag '
                                 f'{self.timm_source!r}')
