@@ -25,7 +25,7 @@ from se_zoo.weights import manifest as weights
 from se_zoo.models import reload_manifest
 from se_zoo_cli import main as cli_main
 from se_zoo.errors import InvalidArgumentError
-from se_zoo.hub.publish import push, push_folder, save_folder
+from se_zoo.hub.publish import CONFIG_NAME, _config, push, push_folder, save_folder
 from se_zoo.weights.fetch import (
     ChecksumMismatchError, HubUnreachableError, PickleRefusedError, TruncatedDownloadError, WeightsError,
     WeightsNotFoundError,
@@ -190,22 +190,21 @@ def test_push_folder_refuses_unknown_architecture_and_mismatched_weights(hub_ser
         push_folder(tmp_path, _unique('mismatch'))
 
 
-def test_config_rebuilds_every_architecture_with_its_keywords(tmp_path):
+@pytest.mark.parametrize('name', se_zoo.list_models())
+def test_config_rebuilds_every_architecture_with_its_keywords(name, tmp_path):
     """config.json brings back every se_zoo architecture with non-default keywords, as hf-hub: reads it.
 
     Built on the meta device (no memory, no init) and read back through timm's ``local-dir:`` source, which
     parses config.json exactly as ``hf-hub:`` does; the round trips with real weights are below.
     """
-    from se_zoo.hub.publish import CONFIG_NAME, _config
-    for name in se_zoo.list_models():
-        with torch.device('meta'):
-            model = timm.create_model(name, r=8, squeeze='max', num_classes=11)
-            (tmp_path / CONFIG_NAME).write_text(json.dumps(_config(model)))
-            rebuilt = timm.create_model(f'local-dir:{tmp_path}')
-        assert type(rebuilt) is type(model) and rebuilt.num_classes == 11, name
-        assert recorded_args(rebuilt) == recorded_args(model) == {'r': 8, 'squeeze': 'max'}, name
-        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
-            {k: v.shape for k, v in model.state_dict().items()}, name
+    with torch.device('meta'):
+        model = timm.create_model(name, r=8, squeeze='max', num_classes=11)
+        (tmp_path / CONFIG_NAME).write_text(json.dumps(_config(model)))
+        rebuilt = timm.create_model(f'local-dir:{tmp_path}')
+    assert type(rebuilt) is type(model) and rebuilt.num_classes == 11
+    assert recorded_args(rebuilt) == recorded_args(model) == {'r': 8, 'squeeze': 'max'}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
+        {k: v.shape for k, v in model.state_dict().items()}
 
 
 def test_config_leaves_out_drop_rates_and_head_keywords(tmp_path):

@@ -204,20 +204,28 @@ def test_forward_intermediates_shapes(model_name):
     size = model.pretrained_cfg['input_size'][-1]  # meta_features' size
     x = _meta_input(size=size)
     final, intermediates = model.forward_intermediates(x)
-    last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
     assert len(intermediates) == len(model.feature_info) >= 3
     for info, t in zip(model.feature_info, intermediates):
         assert t.shape[:2] == (BATCH_SIZE, info['num_chs'])
         assert t.shape[-1] == t.shape[-2] and t.shape[-1] in expected_sizes(model, size, info['reduction'])
     assert final.shape == meta_features(model_name).shape
-    assert [t.shape for t in last_two] == [t.shape for t in intermediates[-2:]]
 
 
-def test_headless_and_in_chans_at_init(model_name):
-    model = _meta_model(model_name, num_classes=0, global_pool='', in_chans=5)
+def test_headless_in_chans_and_cfg_overlay_at_init(model_name):
+    """The keywords timm passes at build time, in one build: in_chans, no classifier, no pooling, a cfg overlay."""
+    overlay = dict(input_size=(5, 96, 96), crop_pct=1.0, mean=(0.5,) * 5, std=(0.25,) * 5)
+    model = _meta_model(model_name, num_classes=0, global_pool='', in_chans=5, pretrained_cfg_overlay=overlay)
     assert model.get_submodule(model.pretrained_cfg['first_conv']).in_channels == 5
-    out = model(_meta_input(5, size=input_size(model)))
+    # the body is the default network's from the first conv on (test_default_cfg), so its features feed this head
+    out = model.forward_head(meta_features(model_name))
     assert out.ndim == 4 and out.shape[:2] == (BATCH_SIZE, head_hidden_size(model))
+
+    cfg = model.pretrained_cfg
+    assert tuple(cfg['input_size']) == overlay['input_size'] and cfg['crop_pct'] == overlay['crop_pct']
+    assert tuple(cfg['mean']) == overlay['mean'] and tuple(cfg['std']) == overlay['std']
+    assert cfg['paper_ids'] == 'arXiv:1709.01507'  # the rest of the cfg is kept
+    data_config = timm.data.resolve_data_config({}, model=model)
+    assert data_config['input_size'] == (5, 96, 96) and data_config['crop_pct'] == 1.0
 
 
 def test_features_only_out_indices(model_name):
@@ -238,17 +246,6 @@ def test_features_only_out_indices(model_name):
                   if reference_shapes.get(reference_key(k, reference_shapes)) != v.shape]
     assert not mismatched, f'features_only weights not in the full network: {mismatched[:5]}'
 
-
-
-def test_pretrained_cfg_overlay(model_name):
-    overlay = dict(input_size=(3, 96, 96), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    model = _meta_model(model_name, pretrained_cfg_overlay=overlay)
-    cfg = model.pretrained_cfg
-    assert tuple(cfg['input_size']) == overlay['input_size'] and cfg['crop_pct'] == overlay['crop_pct']
-    assert tuple(cfg['mean']) == overlay['mean'] and tuple(cfg['std']) == overlay['std']
-    assert cfg['paper_ids'] == 'arXiv:1709.01507'  # the rest of the cfg is kept
-    data_config = timm.data.resolve_data_config({}, model=model)
-    assert data_config['input_size'] == (3, 96, 96) and data_config['crop_pct'] == 1.0
 
 
 # --- every pretrained tag ----------------------------------------------------------------------------------
