@@ -303,7 +303,7 @@ def _pair_row(r: Row, gpu: bool, *cells: str) -> str:
 def render(rows: List[Row], settings: Settings, header: Dict[str, str]) -> Tuple[str, List[Tuple[str, bool, str]]]:
     gpu = settings.device.type == 'cuda'
     unit = 'images/s (median)' if gpu else 'ms per call (median)'
-    out = ['# se_zoo vs timm: SE at (almost) no extra cost', '']
+    out = ['# se_zoo vs timm, and what SE costs over a plain ResNet-50', '']
     out += [f'- {k}: {v}' for k, v in header.items()]
     out += ['', 'Speed-ups are medians of per-round ratios timm time / se_zoo time (> 1: se_zoo faster); '
             f'absolute figures are {unit}. In brackets: the interquartile range of the per-round ratios, this '

@@ -106,7 +106,7 @@ def test_arch_cfg_matches_the_source_cfg(arch, source_arch):
 
 
 @pytest.mark.parametrize('kind', list(KINDS))
-def test_mapped_weights_give_the_source_logits(kind, randomize_batchnorm, photo_batch):
+def test_mapped_weights_give_the_source_logits(kind, randomize_batchnorm, photo_batch, record_property):
     source_tag, size = KINDS[kind]
     row = _row(source_tag)
     torch.manual_seed(0)
@@ -118,6 +118,7 @@ def test_mapped_weights_give_the_source_logits(kind, randomize_batchnorm, photo_
     with torch.no_grad():
         expected, logits = source(images), model(images)
     scale = max(1., expected.abs().max().item())
+    record_property('max_logit_difference_over_scale', f'{(logits - expected).abs().max().item() / scale:.3g}')
     assert (logits - expected).abs().max().item() <= 1e-5 * scale
     assert expected.std().item() > 1e-3  # the comparison saw a network that computes something
 

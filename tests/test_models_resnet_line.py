@@ -99,12 +99,13 @@ def source_pair(request, randomize_batchnorm, photo_batch):
     return request.param, reference, images, _logits(reference, images)
 
 
-def test_source_weights_give_identical_logits(source_pair):
+def test_source_weights_give_identical_logits(source_pair, record_property):
     kind, reference, images, expected = source_pair
     _, arch, model_args, mapping, size_args = EQUIVALENCE[kind]
     model = timm.create_model(arch, **model_args, **size_args).eval()
     model.load_state_dict(_mapped(reference, model, mapping), strict=True)
     diff = (_logits(model, images) - expected).abs().max().item()
+    record_property('max_logit_difference_over_scale', f'{diff / max(1., expected.abs().max().item()):.3g}')
     assert diff <= TOLERANCE * max(1., expected.abs().max().item())
     # not vacuous: distinct, non-trivial logits per photo
     assert expected.std().item() > 1e-2 and not torch.allclose(expected[0], expected[1])
