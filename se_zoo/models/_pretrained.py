@@ -106,7 +106,7 @@ def _verified_kwargs(variant: str, kwargs: Dict[str, Any]) -> Tuple[Dict[str, An
     entry = load_manifest().get(f'{cfg.architecture}.{cfg.tag}') if from_registry else None
     if cfg.state_dict is not None or cfg.source == 'local-dir' or (cfg.file and cfg.source != 'hf-hub'):
         pass  # weights the caller supplies directly (a state dict, a local file or folder)
-    elif entry is not None and (cfg.hf_hub_id, cfg.url) == _location(entry):
+    elif entry is not None and (cfg.hf_hub_id, cfg.url) == entry.location:
         cfg = dataclasses.replace(cfg, file=str(fetch_entry(entry, cache_dir)), source='file')
     elif cfg.hf_hub_id:
         path, published = fetch_pretrained(cfg.hf_hub_id, cfg.hf_hub_filename, cache_dir)
@@ -125,14 +125,6 @@ def _verified_kwargs(variant: str, kwargs: Dict[str, Any]) -> Tuple[Dict[str, An
             kwargs['pretrained_filter_fn'] = pretrained_filter(entry.mapping)
     kwargs['pretrained_cfg'] = cfg.to_dict()
     return kwargs, weight_args
-
-
-def _location(entry: WeightEntry) -> Tuple[Optional[str], Optional[str]]:
-    """``(hf_hub_id, url)`` as the entry's timm cfg states them."""
-    hub = entry.hub_file
-    if hub is None:
-        return None, entry.file_url
-    return hub[0] + (f'@{entry.revision}' if entry.revision else ''), None
 
 
 def verified_pretrained(entrypoint: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

@@ -176,23 +176,29 @@ class WeightEntry:
     def resolved_license(self) -> Optional[str]:
         return self.license or self._timm_cfg.get('license')
 
+    @property
+    def location(self) -> Tuple[Optional[str], Optional[str]]:
+        """``(hf_hub_id, url)`` as this weight's timm cfg states them: a pinned Hub file names its commit
+        (``org/name@commit``, which timm accepts); a URL file has no ``hf_hub_id``."""
+        hub = self.hub_file
+        if hub is None:
+            return None, self.file_url
+        return hub[0] + (f'@{self.revision}' if self.revision else ''), None
+
     def where(self) -> str:
         """The file, for messages: ``FILE of ORG/NAME`` or the URL."""
         hub = self.hub_file
         return f'{hub[1]} of {hub[0]}' if hub else str(self.file_url)
 
     def cfg(self, arch_cfg: Dict[str, Any]) -> Dict[str, Any]:
-        """The timm pretrained cfg of this weight: the architecture's cfg, the weights' preprocessing and location.
-
-        A pinned Hub file names its commit in ``hf_hub_id`` (``org/name@commit``), which timm accepts.
-        """
+        """The timm pretrained cfg of this weight: the architecture's cfg, the weights' preprocessing and location."""
         upstream = {k: v for k, v in self._timm_cfg.items() if k in CFG_FIELDS and v is not None}
         cfg = dict(arch_cfg, **upstream, **self.pretrained_cfg)
-        hub = self.hub_file
-        if hub:
-            cfg.update(hf_hub_id=hub[0] + (f'@{self.revision}' if self.revision else ''), hf_hub_filename=hub[1])
+        hf_hub_id, url = self.location
+        if hf_hub_id:
+            cfg.update(hf_hub_id=hf_hub_id, hf_hub_filename=self.hub_file[1])
         else:
-            cfg['url'] = self.file_url
+            cfg['url'] = url
         if self.resolved_license:
             cfg['license'] = self.resolved_license
         notes = [f'source: timm {self.timm_source}' if self.timm_source else f'source: {self.source}'] \
