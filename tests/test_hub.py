@@ -31,6 +31,8 @@ from se_zoo.weights.fetch import (
     WeightsNotFoundError,
 )
 
+from meta_shapes import shapes_only
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # huggingface_hub's HTTP stack warns about its own way of uploading LFS bytes.
@@ -197,7 +199,7 @@ def test_config_rebuilds_every_architecture_with_its_keywords(name, tmp_path):
     Built on the meta device (no memory, no init) and read back through timm's ``local-dir:`` source, which
     parses config.json exactly as ``hf-hub:`` does; the round trips with real weights are below.
     """
-    with torch.device('meta'):
+    with torch.device('meta'), shapes_only():
         model = timm.create_model(name, r=8, squeeze='max', num_classes=11)
         (tmp_path / CONFIG_NAME).write_text(json.dumps(_config(model)))
         rebuilt = timm.create_model(f'local-dir:{tmp_path}')

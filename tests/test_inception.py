@@ -21,6 +21,8 @@ from se_zoo.models import named_se_modules
 from se_zoo.retrofit import name_as_se_zoo_architecture
 from se_zoo.state_dicts import pretrained_filter, retrofit_state_dict
 
+from meta_shapes import shapes_only
+
 # timm architecture -> the modules that carry SE in its se_zoo counterpart, in forward order
 SE_MODULES = {
     'inception_v3': ['Mixed_5b', 'Mixed_5c', 'Mixed_5d', 'Mixed_6a', 'Mixed_6b', 'Mixed_6c', 'Mixed_6d', 'Mixed_6e',
@@ -38,7 +40,7 @@ CSV_PATH = Path(__file__).resolve().parents[1] / 'weights' / 'upstream' / 'incep
 
 
 def _meta(name: str, **kwargs) -> torch.nn.Module:
-    with torch.device('meta'):
+    with torch.device('meta'), shapes_only():
         return timm.create_model(name, **kwargs)
 
 

@@ -11,8 +11,10 @@ made of the same blocks adds nothing that those checks could find; a new block, 
 an existing block with another submodule in one of its slots (ResNet-D's pooled shortcut, ResNeXt-AA's
 anti-aliasing pool), makes a structure of its own. Of each structure the network with the fewest parameters is
 the representative.
+
+Every build and forward here runs under ``shapes_only()`` (tests/meta_shapes.py), which answers weight
+initialisers and eval-mode BatchNorm on meta tensors without their Python decompositions.
 """
-import copy
 import functools
 import json
 import math
@@ -27,6 +29,8 @@ from timm.models import group_parameters
 import se_zoo
 from se_zoo.state_dicts import pretrained_filter
 from se_zoo.weights.manifest import load_manifest
+
+from meta_shapes import shapes_only
 
 MODEL_NAMES = se_zoo.list_models()
 BATCH_SIZE = 2
@@ -84,7 +88,14 @@ def _representatives(names: List[str]) -> Tuple[str, ...]:
     return tuple(sorted(min(group)[1] for group in groups.values()))
 
 
-REPRESENTATIVES = _representatives(MODEL_NAMES)
+with shapes_only():
+    REPRESENTATIVES = _representatives(MODEL_NAMES)
+
+
+@pytest.fixture(autouse=True)
+def _shapes_only():
+    with shapes_only():
+        yield
 
 
 def input_size(model: nn.Module) -> int:
@@ -171,22 +182,6 @@ def test_default_cfg(model_name):
     assert model.get_classifier() is classifier
 
 
-def test_reset_classifier(model_name):
-    # A timm model's forward is forward_head(forward_features(x)); the head is what reset_classifier changes.
-    model = copy.deepcopy(meta_model(model_name))
-    features = meta_features(model_name)
-    model.reset_classifier(0)
-    assert not list(model.get_classifier().parameters())
-    assert model.forward_head(features).shape == (BATCH_SIZE, head_hidden_size(model))
-
-    model.reset_classifier(0, '')
-    out = model.forward_head(features)
-    assert out.ndim == 4 and out.shape[:2] == (BATCH_SIZE, head_hidden_size(model))
-
-    model.reset_classifier(7, 'avg')
-    assert model.forward_head(features).shape == (BATCH_SIZE, 7)
-
-
 @pytest.mark.parametrize('coarse', [False, True])
 def test_group_matcher_covers_every_parameter(model_name, coarse):
     model = meta_model(model_name)
@@ -211,13 +206,17 @@ def test_forward_intermediates_shapes(model_name):
     assert final.shape == meta_features(model_name).shape
 
 
-def test_headless_in_chans_and_cfg_overlay_at_init(model_name):
-    """The keywords timm passes at build time, in one build: in_chans, no classifier, no pooling, a cfg overlay."""
+def test_headless_in_chans_cfg_overlay_and_reset_classifier(model_name):
+    """The keywords timm passes at build time, in one build (in_chans, no classifier, no pooling, a cfg overlay),
+    then the heads reset_classifier gives that network."""
     overlay = dict(input_size=(5, 96, 96), crop_pct=1.0, mean=(0.5,) * 5, std=(0.25,) * 5)
     model = _meta_model(model_name, num_classes=0, global_pool='', in_chans=5, pretrained_cfg_overlay=overlay)
     assert model.get_submodule(model.pretrained_cfg['first_conv']).in_channels == 5
-    # the body is the default network's from the first conv on (test_default_cfg), so its features feed this head
-    out = model.forward_head(meta_features(model_name))
+    assert not list(model.get_classifier().parameters())
+    # the body is the default network's from the first conv on (test_default_cfg), so its features feed this head;
+    # a timm model's forward is forward_head(forward_features(x))
+    features = meta_features(model_name)
+    out = model.forward_head(features)
     assert out.ndim == 4 and out.shape[:2] == (BATCH_SIZE, head_hidden_size(model))
 
     cfg = model.pretrained_cfg
@@ -226,6 +225,13 @@ def test_headless_in_chans_and_cfg_overlay_at_init(model_name):
     assert cfg['paper_ids'] == 'arXiv:1709.01507'  # the rest of the cfg is kept
     data_config = timm.data.resolve_data_config({}, model=model)
     assert data_config['input_size'] == (5, 96, 96) and data_config['crop_pct'] == 1.0
+
+    model.reset_classifier(0, 'avg')
+    assert not list(model.get_classifier().parameters())
+    assert model.forward_head(features).shape == (BATCH_SIZE, head_hidden_size(model))
+    model.reset_classifier(7, 'avg')
+    assert model.forward_head(features).shape == (BATCH_SIZE, 7)
+    assert model.get_classifier().out_features == 7
 
 
 def test_features_only_out_indices(model_name):
@@ -261,6 +267,8 @@ def test_every_manifest_weight_is_a_published_tag():
 
 @functools.lru_cache(maxsize=None)
 def _meta_variant(arch: str, model_args: str, num_classes: int) -> nn.Module:
+    if model_args == '{}' and num_classes == meta_model(arch).num_classes:
+        return meta_model(arch)  # most tags build the default network, which the checks above built already
     return _meta_model(arch, num_classes=num_classes, **json.loads(model_args))
 
 

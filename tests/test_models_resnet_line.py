@@ -27,6 +27,8 @@ from se_zoo.errors import InvalidArgumentError
 from se_zoo.squeeze_excite import SqueezeExcite
 from se_zoo.state_dicts import pretrained_filter
 
+from meta_shapes import shapes_only
+
 UPSTREAM = Path(__file__).resolve().parents[1] / 'weights' / 'upstream' / 'resnet.csv'
 TOLERANCE = 1e-5
 SMALL = dict(layers=(1, 1, 1, 1))
@@ -56,7 +58,7 @@ def _mapped(source: torch.nn.Module, model: torch.nn.Module, mapping: str) -> Di
 @pytest.mark.parametrize('source,arch,mapping,model_args', UPSTREAM_CASES,
                          ids=[f'{c[0]}-{c[1]}' for c in UPSTREAM_CASES])
 def test_upstream_state_dict_maps_exactly(source, arch, mapping, model_args):
-    with torch.device('meta'):
+    with torch.device('meta'), shapes_only():
         reference = timm.create_model(source)
         model = timm.create_model(arch, **json.loads(model_args or '{}'))
     mapped = _mapped(reference, model, mapping)
@@ -180,13 +182,13 @@ def test_torchscript_and_features_only(variant, randomize_batchnorm):
 
 
 def test_stem_pool_ceil_replaces_the_padded_pool():
-    with torch.device('meta'):
+    with torch.device('meta'), shapes_only():
         model = timm.create_model('se_resnet50', stem_pool_ceil=True)
     assert model.maxpool.ceil_mode and model.maxpool.padding == 0
 
 
 def test_stride_in_1x1_moves_the_stride():
-    with torch.device('meta'):
+    with torch.device('meta'), shapes_only():
         model = timm.create_model('se_resnet50', stride_in_1x1=True)
     block = model.layer2[0]
     assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
