@@ -29,7 +29,8 @@ ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
 pytest.importorskip('skimage')
 
-from se_zoo.deploy import BF16_TOLERANCE, ExportMismatchError, bf16_unsupported_reason, evaluate, export, load  # noqa: E402,E501
+from se_zoo.deploy import (  # noqa: E402
+    BF16_TOLERANCE, ExportMismatchError, ExportResult, bf16_unsupported_reason, evaluate, export, load)
 from se_zoo.deploy import runtime as deploy_runtime  # noqa: E402
 from se_zoo.deploy.config import CONFIG_NAME  # noqa: E402
 from se_zoo.deploy.datasets import FASHION_MNIST_CLASSES, calibration_dataset, evaluation_dataset  # noqa: E402
@@ -91,17 +92,26 @@ def _cli(argv: List[str], capsys) -> Tuple[int, str, str]:
 
 # ---------------------------------------------------------------------------------------------------- export
 
-@pytest.mark.parametrize('family', list(FAMILIES))
-def test_export_matches_pytorch_on_photos_at_batch_1_and_3(family, tmp_path, photo_batch, randomize_batchnorm):
+@pytest.fixture(scope='module', params=list(FAMILIES))
+def family_export(request, tmp_path_factory, randomize_batchnorm) -> Tuple[str, nn.Module, Path, ExportResult]:
+    """One network per family, exported once for the fp32 and the bf16 checks: asked for bf16 where this CPU runs
+    it, which writes the fp32 file as well (an export takes 5-15 s here)."""
+    family = request.param
     name, kwargs, size = FAMILIES[family]
     model = _model(randomize_batchnorm, name, size, **kwargs)
-    result = export(model, tmp_path / 'out', precision='fp32')
+    folder = tmp_path_factory.mktemp(family) / 'out'
+    return family, model, folder, export(model, folder, precision='bf16' if BF16_SUPPORTED else 'fp32')
 
-    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [CONFIG_NAME, 'model.onnx']
+
+def test_export_matches_pytorch_on_photos_at_batch_1_and_3(family_export, photo_batch):
+    family, model, folder, result = family_export
+    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, 'model.onnx']
+    assert result.files['fp32'] == folder / 'model.onnx'
     graph = onnx.load(str(result.files['fp32'])).graph
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.HasField('dim_value'), 'the batch dimension must be symbolic'
 
+    size = _size(model)
     x = photo_batch(size, model)
     with torch.inference_mode():
         expected = model(x).numpy()
@@ -161,7 +171,7 @@ def test_tolerance_zero_refuses_what_float_rounding_alone_changes(tmp_path, rand
 
 # ---------------------------------------------------------------------------------------------------- int8
 
-def _train_fashion_model(steps: int = 300, batch: int = 64) -> nn.Module:
+def _train_fashion_model(steps: int = 150, batch: int = 64) -> nn.Module:
     """A narrow SE-ResNet-18 trained briefly on real Fashion-MNIST images, preprocessed as the export will."""
     torch.manual_seed(0)
     model = timm.create_model(
@@ -390,21 +400,17 @@ def test_without_onnxruntime_export_names_the_extra(tmp_path, monkeypatch, capsy
 # ---------------------------------------------------------------------------------------------------- bf16
 
 @needs_bf16
-@pytest.mark.parametrize('family', list(FAMILIES))
-def test_bf16_export_matches_pytorch_on_photos(family, tmp_path, photo_batch, randomize_batchnorm):
-    name, kwargs, size = FAMILIES[family]
-    model = _model(randomize_batchnorm, name, size, **kwargs)
-    result = export(model, tmp_path / 'out', precision='bf16')
-
-    config = json.loads((tmp_path / 'out' / CONFIG_NAME).read_text())
+def test_bf16_export_matches_pytorch_on_photos(family_export, photo_batch):
+    _, model, folder, result = family_export
+    config = json.loads((folder / CONFIG_NAME).read_text())
     assert config['files'] == {
         'fp32': {'file': 'model.onnx', 'runtime': 'onnxruntime'},
         'bf16': {'file': 'model.onnx', 'runtime': 'openvino', 'inference_precision': 'bf16'}}
     assert config['default_precision'] == 'bf16' and config['selection'] == {'mode': 'asked', 'chosen': 'bf16'}
 
-    deployed = load(tmp_path / 'out')
+    deployed = load(folder)
     assert (deployed.precision, deployed.runtime) == ('bf16', 'openvino')
-    x = photo_batch(size, model)
+    x = photo_batch(_size(model), model)
     with torch.inference_mode():
         expected = model(x).numpy()
     logits = deployed.run(x.numpy())
@@ -414,7 +420,7 @@ def test_bf16_export_matches_pytorch_on_photos(family, tmp_path, photo_batch, ra
     assert logits.argmax(1).tolist() == expected.argmax(1).tolist()
     assert result.bf16_max_abs_logit_diff <= allowed
     # ... yet it is not float32: OpenVINO was told bf16 and did not quietly compute in f32.
-    fp32 = load(tmp_path / 'out', precision='fp32').run(x.numpy())
+    fp32 = load(folder, precision='fp32').run(x.numpy())
     assert np.abs(logits - expected).max() > 10 * np.abs(fp32 - expected).max()
 
 
@@ -482,7 +488,7 @@ def test_auto_keeps_the_fastest_precision_whose_accuracy_holds(case, tmp_path, m
 @needs_bf16
 def test_auto_chooses_bf16_where_it_is_fastest_and_names_its_runtime(tmp_path, randomize_batchnorm):
     timer = _made_up_timer({'fp32': 10.0, 'bf16': 5.0})
-    model = _model(randomize_batchnorm, 'se_mobilenet_v3_small_100', 96)
+    model = _model(randomize_batchnorm, 'se_resnet18', 32, **NARROW_RESNET)
     result = export(model, tmp_path / 'out', timer=timer)
     assert result.precision == 'bf16'
     config = json.loads((tmp_path / 'out' / CONFIG_NAME).read_text())

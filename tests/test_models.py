@@ -12,17 +12,16 @@ Which models each check covers:
   against feature_info and forward_intermediates, forward_intermediates against forward_features, drop_rate and
   drop_path_rate, TorchScript (scripted under ``set_layer_config(scriptable=True)``, equal outputs), torchvision
   FX (traced whole model bit-equal to eager, traced and run under no_grad as timm's test does), FX feature
-  extraction (timm's ``FeatureGraphNet``) bit-equal to forward_intermediates, and
-  and, on one network per way SE is inserted (``COMPILE_MODELS``), ``torch.compile(fullgraph=True)`` with the
-  'aot_eager' backend (dynamo + AOTAutograd tracing, so a graph break fails, without inductor's code generation);
+  extraction (timm's ``FeatureGraphNet``) bit-equal to forward_intermediates, and, on one network per way SE
+  is inserted (``COMPILE_MODELS``), ``torch.compile(fullgraph=True)`` with the 'aot_eager' backend (dynamo +
+  AOTAutograd tracing, so a graph break fails, without inductor's code generation);
 - every registered model and every pretrained tag, on the meta device: tests/test_models_meta.py;
 - the SE-ResNet ablation variants (placement, squeeze, gate, se_stages) through TorchScript, FX and compile;
-- ONNX export with torch.onnx.export's default exporter (dynamo, dynamic batch) and onnxruntime parity at
-  atol 1e-4: one model per family (``ONNX_MODELS``).
+- ONNX export (torch.onnx.export's dynamo exporter, dynamic batch) against PyTorch on photos at batch 1 and 3,
+  one network per family: tests/test_deploy.py, through ``se_zoo.deploy.export``, which makes that call.
 """
 from typing import Any, Dict
 
-import onnxruntime as ort
 import pytest
 import timm
 import torch
@@ -35,7 +34,6 @@ import se_zoo
 from test_models_meta import REPRESENTATIVES, expected_sizes, head_hidden_size, input_size, reference_key
 
 MODEL_NAMES = se_zoo.list_models()
-ONNX_MODELS = ('se_resnet50', 'se_mobilenet_v3_small_100', 'se_efficientnet_b0')
 # One network per way se_zoo puts SE into timm's blocks: its own residual blocks, byobnet's attention slot, the
 # MBConv builder's se_layer, and the Inception module wrapper. Dynamo traces the same se_zoo code in every other
 # network of a family, and tracing one costs 5-30 s here, so the other representatives are left to TorchScript and
@@ -71,7 +69,6 @@ def _model_input(model: nn.Module, **kwargs: Any) -> torch.Tensor:
 
 def test_subsets_are_registered():
     assert set(REPRESENTATIVES) <= set(MODEL_NAMES)
-    assert set(ONNX_MODELS) <= set(MODEL_NAMES)
     assert set(COMPILE_MODELS) <= set(REPRESENTATIVES)
 
 
@@ -265,19 +262,3 @@ def test_ablation_variants_script_fx_compile(kwargs: Dict[str, Any], randomize_b
     model = randomize_batchnorm(timm.create_model('se_resnet18', **kwargs)).eval()
     _assert_fx_equal(model)
     _assert_compile_fullgraph_equal(model)
-
-
-@pytest.mark.parametrize('name', ONNX_MODELS)
-def test_onnx_export_onnxruntime_parity(name, randomize_batchnorm, tmp_path):
-    model = randomize_batchnorm(timm.create_model(name)).eval()
-    path = tmp_path / f'{name}.onnx'
-    # The default exporter (torch.export based); batch is dynamic so one export serves any batch size.
-    torch.onnx.export(
-        model, (_input(),), str(path), dynamo=True, input_names=['x'], output_names=['logits'],
-        dynamic_shapes={'x': {0: torch.export.Dim('batch')}}, verbose=False)
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    x = _input(batch_size=3, seed=1)
-    logits, = session.run(['logits'], {'x': x.numpy()})
-    with torch.no_grad():
-        expected = model(x)
-    torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=0, atol=1e-4)
