@@ -37,6 +37,10 @@ from se_zoo.deploy.datasets import FASHION_MNIST_CLASSES, calibration_dataset, e
 from se_zoo.deploy.quantize import se_nodes, spatial_means_as_pools  # noqa: E402
 from se_zoo_cli import main as cli_main  # noqa: E402
 
+# One pytest-xdist worker runs the module (with --dist loadgroup, set in pyproject.toml): the trained network, its
+# int8 export and the per-family exports are made once, and no worker waits on another's.
+pytestmark = pytest.mark.xdist_group('deploy')
+
 NARROW_RESNET = dict(channels=(16, 32, 64, 128))
 # One network per family, each at a size that keeps its export to a few seconds.
 FAMILIES = {

@@ -20,6 +20,9 @@ from se_zoo_cli import main
 from se_zoo.finetune import SCHEDULERS, FinetuneConfig, finetune
 from se_zoo.finetune.trainer import create_schedule
 
+# One pytest-xdist worker runs the module (--dist loadgroup): the fine-tune that ``trained`` makes runs once.
+pytestmark = pytest.mark.xdist_group('finetune')
+
 # A narrow SE-ResNet-18 at Fashion-MNIST's own 28 px: big enough to learn, small enough for 2 CPU cores.
 TINY = dict(model_kwargs=dict(channels=(8, 16, 32, 64), stem_width=8), img_size=28)
 TINY_CLI = ['--model-kwargs', 'channels=(8,16,32,64)', 'stem_width=8', '--img-size', '28']

@@ -130,6 +130,13 @@ def _meta_input(in_chans: int = 3, size: int = SIZE) -> torch.Tensor:
     return torch.empty(BATCH_SIZE, in_chans, size, size, device='meta')
 
 
+def one_worker_per_architecture(names: List[str]) -> List[Any]:
+    """``names`` (architectures or tags) as parameters that run on the pytest-xdist worker of their architecture
+    (--dist loadgroup): the networks ``meta_model`` and ``_meta_variant`` keep, and tests/test_models.py's module
+    fixture, are then built once, not once per worker."""
+    return [pytest.param(name, marks=pytest.mark.xdist_group(name.partition('.')[0])) for name in names]
+
+
 # --- the representative set ---------------------------------------------------------------------------------
 
 def test_representatives_cover_every_block_structure():
@@ -158,7 +165,7 @@ def test_block_structure_ignores_depth_and_width_only():
 
 # --- every architecture ------------------------------------------------------------------------------------
 
-@pytest.fixture(params=MODEL_NAMES)
+@pytest.fixture(params=one_worker_per_architecture(MODEL_NAMES))
 def model_name(request) -> str:
     return request.param
 
@@ -272,7 +279,7 @@ def _meta_variant(arch: str, model_args: str, num_classes: int) -> nn.Module:
     return _meta_model(arch, num_classes=num_classes, **json.loads(model_args))
 
 
-@pytest.mark.parametrize('tag', TAGS)
+@pytest.mark.parametrize('tag', one_worker_per_architecture(TAGS))
 def test_tag_loads_strictly_on_meta(tag):
     """The tag's cfg resolves, and its mapping turns the source network's state dict into exactly the keys and
     shapes of the se_zoo network its manifest keywords build: timm's strict load of the weights succeeds."""

@@ -30,7 +30,12 @@ from se_zoo.models import reload_manifest
 from se_zoo.weights.fetch import ChecksumMismatchError, TruncatedDownloadError
 from se_zoo.weights.manifest import MANIFEST_ENV, MANIFEST_PATH, WeightEntry, load_manifest, update_manifest
 
-pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning"),
+    # one pytest-xdist worker runs the module (with --dist loadgroup, set in pyproject.toml): the served sources
+    # are built and pushed once, not once per worker
+    pytest.mark.xdist_group('served_sources'),
+]
 
 SHALLOW = {'layers': (1, 1, 1, 1)}
 
