@@ -18,6 +18,7 @@ initialisers and eval-mode BatchNorm on meta tensors without their Python decomp
 import functools
 import json
 import math
+import os
 from typing import Any, Dict, FrozenSet, List, Tuple
 
 import pytest
@@ -135,6 +136,15 @@ def one_worker_per_architecture(names: List[str]) -> List[Any]:
     (--dist loadgroup): the networks ``meta_model`` and ``_meta_variant`` keep, and tests/test_models.py's module
     fixture, are then built once, not once per worker."""
     return [pytest.param(name, marks=pytest.mark.xdist_group(name.partition('.')[0])) for name in names]
+
+
+@pytest.mark.parametrize('name', one_worker_per_architecture(['se_resnet18']))
+def test_xdist_groups_reach_the_scheduler(name, request):
+    """pytest-xdist's loadgroup scheduler reads a test's group from its node id: guards the pytest pin
+    (pyproject.toml), since on pytest 9.2 the id loses it and the suite silently builds everything twice."""
+    if not (os.environ.get('PYTEST_XDIST_WORKER') and request.config.getoption('loadgroup', False)):
+        pytest.skip('only a pytest-xdist worker under --dist loadgroup has groups')
+    assert request.node.nodeid.endswith(f'@{name}')
 
 
 # --- the representative set ---------------------------------------------------------------------------------
