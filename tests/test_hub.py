@@ -196,8 +196,9 @@ def test_push_folder_refuses_unknown_architecture_and_mismatched_weights(hub_ser
 def test_config_rebuilds_every_architecture_with_its_keywords(name, tmp_path):
     """config.json brings back every se_zoo architecture with non-default keywords, as hf-hub: reads it.
 
-    Built on the meta device (no memory, no init) and read back through timm's ``local-dir:`` source, which
-    parses config.json exactly as ``hf-hub:`` does; the round trips with real weights are below.
+    Built on the meta device (no memory; ``shapes_only`` skips the initialisers) and read back through timm's
+    ``local-dir:`` source, which parses config.json exactly as ``hf-hub:`` does; the round trips with real weights
+    are below.
     """
     with torch.device('meta'), shapes_only():
         model = timm.create_model(name, r=8, squeeze='max', num_classes=11)

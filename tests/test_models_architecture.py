@@ -1,7 +1,7 @@
 """Sizes against the paper and timm, the paper's ablations as keyword arguments, and clear errors on bad input.
 
 Sizes are measured with ``se_zoo.profile.profile_model`` (torch.utils.flop_counter; GMACs = FLOPs / 2).
-Parameter-only checks build on the meta device, which skips weight initialisation.
+Parameter-only checks build on the meta device, which allocates no memory for the weights.
 """
 from typing import Callable, List
 
