@@ -1,4 +1,5 @@
-"""``shapes_only()``: meta-device builds and forwards for shape and key checks, without what they cannot read.
+"""``shapes_only()`` and ``meta_device()``: meta-device builds and forwards for shape and key checks, without what
+they cannot read.
 
 A meta tensor has a shape and no data, yet torch still runs a network's weight initialisation and its BatchNorm
 layers on it, through Python decompositions of each op (``torch._refs``), and those are most of the time a meta
@@ -52,4 +53,11 @@ class _ShapesOnly(TorchFunctionMode):
 def shapes_only() -> Iterator[None]:
     """Within this context, weight initialisers and BatchNorm on meta tensors skip their Python decompositions."""
     with _ShapesOnly():
+        yield
+
+
+@contextlib.contextmanager
+def meta_device() -> Iterator[None]:
+    """Build on the meta device (``torch.device('meta')`` as the default device) under ``shapes_only()``."""
+    with torch.device('meta'), shapes_only():
         yield

@@ -27,7 +27,7 @@ from se_zoo.weights.manifest import MANIFEST_ENV
 from se_zoo.models import reload_manifest
 from se_zoo.convert import KNOWN_SOURCES, ConversionError, detect_layout, map_state_dict
 
-from meta_shapes import shapes_only
+from meta_shapes import meta_device
 
 # The test inputs are smaller than the models' 224px: every family here accepts any size.
 SIZE = 160
@@ -227,7 +227,7 @@ def test_convert_refuses_a_model_that_computes_something_else(tmp_path, images, 
 
 @pytest.mark.parametrize('known', [k for k in KNOWN_SOURCES if k.layout == 'timm'], ids=lambda k: k.model)
 def test_every_timm_source_maps_completely(known):
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         source = timm.create_model(known.model).state_dict()
         target = timm.create_model(known.target, **known.target_kwargs).state_dict()
     mapped = map_state_dict(source, 'timm', target)
@@ -236,7 +236,7 @@ def test_every_timm_source_maps_completely(known):
 
 @pytest.mark.parametrize('known', [k for k in KNOWN_SOURCES if k.layout == 'torchvision'], ids=lambda k: k.model)
 def test_every_torchvision_source_maps_completely(known):
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         source = torchvision.models.get_model(known.model).state_dict()
         target = timm.create_model(known.target, **known.target_kwargs).state_dict()
     mapped = map_state_dict(source, 'torchvision', target)
@@ -374,7 +374,7 @@ def test_wrong_shapes_are_reported(tmp_path, capsys, small_timm_checkpoint):
 
 def test_wrong_architecture_is_reported(tmp_path, capsys):
     # A ResNeXt checkpoint is not a ResNet one: grouped 3x3 convs, other widths.
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         shapes = {k: v.shape for k, v in timm.create_model('seresnext50_32x4d').state_dict().items()}
     err = _refused(tmp_path, capsys, {k: torch.zeros(s) for k, s in shapes.items()}, 'se_resnet50.x')
     assert 'shape mismatches' in err and 'layer1.0.conv2.weight' in err
@@ -394,7 +394,7 @@ def test_unsupported_pair_is_reported(tmp_path, capsys):
 
 
 def test_layout_detection():
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         assert detect_layout(timm.create_model('seresnet50').state_dict()) == 'timm'
         assert detect_layout(timm.create_model('efficientnet_b0').state_dict()) == 'timm'
         assert detect_layout(torchvision.models.get_model('efficientnet_b0').state_dict()) == 'torchvision'
@@ -448,7 +448,7 @@ def test_bad_target_is_reported(tmp_path, capsys):
 
 
 def test_map_state_dict_raises_conversion_error():
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         target = timm.create_model('se_mobilenet_v3_small_100').state_dict()
     with pytest.raises(ConversionError, match='missing se_zoo keys'):
         map_state_dict({}, 'timm', target)

@@ -31,7 +31,7 @@ from se_zoo.weights.fetch import (
     WeightsNotFoundError,
 )
 
-from meta_shapes import shapes_only
+from meta_shapes import meta_device
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,11 +196,11 @@ def test_push_folder_refuses_unknown_architecture_and_mismatched_weights(hub_ser
 def test_config_rebuilds_every_architecture_with_its_keywords(name, tmp_path):
     """config.json brings back every se_zoo architecture with non-default keywords, as hf-hub: reads it.
 
-    Built on the meta device (no memory; ``shapes_only`` skips the initialisers) and read back through timm's
+    Built on the meta device (no memory; ``meta_device`` skips the initialisers) and read back through timm's
     ``local-dir:`` source, which parses config.json exactly as ``hf-hub:`` does; the round trips with real weights
     are below.
     """
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         model = timm.create_model(name, r=8, squeeze='max', num_classes=11)
         (tmp_path / CONFIG_NAME).write_text(json.dumps(_config(model)))
         rebuilt = timm.create_model(f'local-dir:{tmp_path}')

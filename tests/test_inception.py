@@ -21,7 +21,7 @@ from se_zoo.models import named_se_modules
 from se_zoo.retrofit import name_as_se_zoo_architecture
 from se_zoo.state_dicts import pretrained_filter, retrofit_state_dict
 
-from meta_shapes import shapes_only
+from meta_shapes import meta_device
 
 # timm architecture -> the modules that carry SE in its se_zoo counterpart, in forward order
 SE_MODULES = {
@@ -40,7 +40,7 @@ CSV_PATH = Path(__file__).resolve().parents[1] / 'weights' / 'upstream' / 'incep
 
 
 def _meta(name: str, **kwargs) -> torch.nn.Module:
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         return timm.create_model(name, **kwargs)
 
 

@@ -16,7 +16,7 @@ import se_zoo  # noqa: F401  (registers the se_* models)
 from se_zoo import SqueezeExcite
 from se_zoo.state_dicts import ConversionError, detect_layout, map_state_dict, rename_state_dict
 
-from meta_shapes import shapes_only
+from meta_shapes import meta_device
 
 MAX_ABS_DIFF = 1e-5
 
@@ -105,7 +105,7 @@ LEGACY_PAIRS = (('legacy_seresnet50', 'se_resnet50'), ('legacy_senet154', 'se_se
 
 @pytest.mark.parametrize('timm_name,se_name', LEGACY_PAIRS, ids=[p[1] for p in LEGACY_PAIRS])
 def test_legacy_layout_is_detected_and_maps_completely(timm_name, se_name):
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         reference = timm.create_model(timm_name)
         model = timm.create_model(se_name)
     source = reference.state_dict()
@@ -117,7 +117,7 @@ def test_legacy_layout_is_detected_and_maps_completely(timm_name, se_name):
 
 
 def test_legacy_deep_stem_does_not_map_onto_a_7x7_stem():
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         source = timm.create_model('legacy_senet154', layers=(1, 1, 1, 1)).state_dict()
         target = timm.create_model('se_resnext50_32x4d', layers=(1, 1, 1, 1)).state_dict()
     with pytest.raises(ConversionError, match='layer0.conv2.weight'):
