@@ -75,6 +75,20 @@ def randomize_batchnorm() -> Callable[..., torch.nn.Module]:
     return measure.randomize_batchnorm
 
 
+@pytest.fixture
+def assert_same_logits(record_property) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """``assert_same_logits(logits, expected)``: two networks compute the same function, to within 1e-5 of the
+    logit scale max(1, max |expected|). The difference over that scale is kept for ``pytest --junitxml`` as the
+    property ``max_logit_difference_over_scale``: the equivalence figure of each kind of weight source."""
+    def check(logits: torch.Tensor, expected: torch.Tensor) -> None:
+        scale = max(1., expected.abs().max().item())
+        difference = (logits - expected).abs().max().item()
+        record_property('max_logit_difference_over_scale', f'{difference / scale:.3g}')
+        assert difference <= 1e-5 * scale, f'logits differ by {difference:.3g} at scale {scale:.3g}'
+
+    return check
+
+
 @pytest.fixture(scope='session')
 def hub_server() -> 'HubServer':
     """The in-process Hub that HF_ENDPOINT points at (started on first use, for the whole session)."""

@@ -24,7 +24,7 @@ from se_zoo.models._timm_compat import CondConvResidual, EdgeResidual, _gen_effi
 from se_zoo.models.se_efficientnet import _create_se_efficientnet
 from se_zoo.state_dicts import pretrained_filter
 
-from meta_shapes import shapes_only
+from meta_shapes import meta_device
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = list(csv.DictReader(open(ROOT / 'weights' / 'upstream' / 'mbconv.csv', newline='')))
@@ -89,7 +89,7 @@ def test_new_archs_are_registered():
 
 @pytest.mark.parametrize('arch,source_arch,model_args', _arch_sources())
 def test_mapped_source_has_the_keys_and_shapes_of_the_se_zoo_model(arch, source_arch, model_args):
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         source = timm.create_model(source_arch)
         model = timm.create_model(arch, **json.loads(model_args))
     mapped = pretrained_filter('timm')(source.state_dict(), model)
@@ -108,25 +108,23 @@ def test_arch_cfg_matches_the_source_cfg(arch, source_arch):
 
 
 @pytest.mark.parametrize('kind', list(KINDS))
-def test_mapped_weights_give_the_source_logits(kind, randomize_batchnorm, photo_batch, record_property):
+def test_mapped_weights_give_the_source_logits(kind, randomize_batchnorm, photo_batch, assert_same_logits):
     source_tag, size = KINDS[kind]
     row = _row(source_tag)
     torch.manual_seed(0)
     source = randomize_batchnorm(timm.create_model(source_tag.partition('.')[0])).eval()
-    with torch.device('meta'), shapes_only():  # every tensor comes from the source: no initialisation to spend time on
+    with meta_device():  # every tensor comes from the source: no initialisation to spend time on
         model = timm.create_model(row['se_zoo_arch'], **_model_args(row)).eval()
     model.load_state_dict(pretrained_filter(row['mapping'])(source.state_dict(), model), strict=True, assign=True)
     images = photo_batch(size, source)
     with torch.no_grad():
         expected, logits = source(images), model(images)
-    scale = max(1., expected.abs().max().item())
-    record_property('max_logit_difference_over_scale', f'{(logits - expected).abs().max().item() / scale:.3g}')
-    assert (logits - expected).abs().max().item() <= 1e-5 * scale
+    assert_same_logits(logits, expected)
     assert expected.std().item() > 1e-3  # the comparison saw a network that computes something
 
 
 def test_pruned_widths_reach_se_zoo_se_layers():
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         full = timm.create_model('se_efficientnet_b1')
         pruned = timm.create_model('se_efficientnet_b1_pruned')
         source = timm.create_model('efficientnet_b1_pruned')
@@ -139,7 +137,7 @@ def test_pruned_widths_reach_se_zoo_se_layers():
 
 def test_pruned_r_applies_to_the_unpruned_se_widths():
     # The checkpoint fixes every SE hidden width; a chosen r applies to the unpruned network's, as in B2.
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         full = timm.create_model('se_efficientnet_b2', r=8)
         pruned = timm.create_model('se_efficientnet_b2_pruned', r=8)
     hidden = [m.fc1.out_channels for m in pruned.modules() if isinstance(m, SqueezeExcite)]

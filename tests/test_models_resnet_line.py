@@ -27,7 +27,7 @@ from se_zoo.errors import InvalidArgumentError
 from se_zoo.squeeze_excite import SqueezeExcite
 from se_zoo.state_dicts import pretrained_filter
 
-from meta_shapes import shapes_only
+from meta_shapes import meta_device
 
 UPSTREAM = Path(__file__).resolve().parents[1] / 'weights' / 'upstream' / 'resnet.csv'
 TOLERANCE = 1e-5
@@ -58,7 +58,7 @@ def _mapped(source: torch.nn.Module, model: torch.nn.Module, mapping: str) -> Di
 @pytest.mark.parametrize('source,arch,mapping,model_args', UPSTREAM_CASES,
                          ids=[f'{c[0]}-{c[1]}' for c in UPSTREAM_CASES])
 def test_upstream_state_dict_maps_exactly(source, arch, mapping, model_args):
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         reference = timm.create_model(source)
         model = timm.create_model(arch, **json.loads(model_args or '{}'))
     mapped = _mapped(reference, model, mapping)
@@ -101,14 +101,12 @@ def source_pair(request, randomize_batchnorm, photo_batch):
     return request.param, reference, images, _logits(reference, images)
 
 
-def test_source_weights_give_identical_logits(source_pair, record_property):
+def test_source_weights_give_identical_logits(source_pair, assert_same_logits):
     kind, reference, images, expected = source_pair
     _, arch, model_args, mapping, size_args = EQUIVALENCE[kind]
     model = timm.create_model(arch, **model_args, **size_args).eval()
     model.load_state_dict(_mapped(reference, model, mapping), strict=True)
-    diff = (_logits(model, images) - expected).abs().max().item()
-    record_property('max_logit_difference_over_scale', f'{diff / max(1., expected.abs().max().item()):.3g}')
-    assert diff <= TOLERANCE * max(1., expected.abs().max().item())
+    assert_same_logits(_logits(model, images), expected)
     # not vacuous: distinct, non-trivial logits per photo
     assert expected.std().item() > 1e-2 and not torch.allclose(expected[0], expected[1])
 
@@ -182,13 +180,13 @@ def test_torchscript_and_features_only(variant, randomize_batchnorm):
 
 
 def test_stem_pool_ceil_replaces_the_padded_pool():
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         model = timm.create_model('se_resnet50', stem_pool_ceil=True)
     assert model.maxpool.ceil_mode and model.maxpool.padding == 0
 
 
 def test_stride_in_1x1_moves_the_stride():
-    with torch.device('meta'), shapes_only():
+    with meta_device():
         model = timm.create_model('se_resnet50', stride_in_1x1=True)
     block = model.layer2[0]
     assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
